@@ -1,0 +1,103 @@
+"""The application factory: settings, Redis, the domain services, blueprints, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quart import Quart, jsonify
+
+from .config import Settings
+from .errors import HandraiseError
+from .events import REDIS_ERRORS, EventHub
+from .queue import Queue
+from .store import Redis, connect
+
+log = logging.getLogger(__name__)
+
+
+def asset_dir(name: str) -> Path:
+    """``templates`` or ``static``: beside the package in a checkout, inside it when installed."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / name, package / "_data" / name):
+        if candidate.is_dir():
+            return candidate
+    return package.parent / name
+
+
+@dataclass
+class Services:
+    """What handlers need, created once per app at start-up."""
+
+    settings: Settings
+    redis: Redis
+    queue: Queue
+    hub: EventHub
+
+
+def services(app: Quart) -> Services:
+    svc: Services | None = app.extensions.get("handraise")
+    if svc is None:
+        raise RuntimeError("handraise services are not started (is the app serving?)")
+    return svc
+
+
+def create_app(config: Settings | None = None, *, redis: Redis | None = None) -> Quart:
+    """Build a handraise app. ``redis`` may be given (tests); else it is connected at start-up."""
+    settings = config or Settings.from_env()
+    app = Quart(
+        "handraise",
+        template_folder=str(asset_dir("templates")),
+        static_folder=str(asset_dir("static")),
+    )
+    app.config["SECRET_KEY"] = settings.secret_key
+    app.config["HANDRAISE_SETTINGS"] = settings
+    stack = contextlib.AsyncExitStack()
+
+    @app.before_serving
+    async def start_services() -> None:
+        client = redis
+        if client is None:
+            client = await stack.enter_async_context(connect(settings))
+        hub = EventHub(client)
+        stack.push_async_callback(hub.close)
+        app.extensions["handraise"] = Services(
+            settings=settings,
+            redis=client,
+            queue=Queue(client, maxlen=settings.events_maxlen),
+            hub=hub,
+        )
+
+    @app.after_serving
+    async def stop_services() -> None:
+        app.extensions.pop("handraise", None)
+        await stack.aclose()
+
+    @app.get("/healthz")
+    async def get_healthz() -> Any:
+        """Liveness plus Redis reachability (503 when Redis cannot be reached)."""
+        try:
+            await asyncio.wait_for(services(app).redis.ping(), timeout=2.0)
+        except (*REDIS_ERRORS, asyncio.TimeoutError) as exc:
+            log.warning("healthz: redis unreachable: %s", exc)
+            return jsonify(status="unavailable", redis="unreachable",
+                           detail="Redis cannot be reached; hands cannot be raised until it is back."), 503
+        return jsonify(status="ok", redis="ok")
+
+    @app.errorhandler(HandraiseError)
+    async def handle_domain_error(error: HandraiseError) -> Any:
+        return jsonify(error=error.message), error.status
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(app: Quart) -> AsyncIterator[Quart]:
+    """Run the app's start-up and shut-down hooks around a block (tests, CLI)."""
+    async with app.test_app():
+        yield app

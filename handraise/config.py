@@ -1,0 +1,149 @@
+"""Typed settings from the environment.
+
+Every variable is read and checked in one place. A missing or malformed value stops
+start-up with :class:`ConfigError`, whose message is one sentence naming the variable and
+what it should hold. Secrets never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what it should hold."""
+
+
+def _default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "handraise"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything handraise reads from its environment."""
+
+    public_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=lambda: _default_data_dir(os.environ))
+    secret_key: str | None = field(default=None, repr=False)
+    host_password: str | None = field(default=None, repr=False)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_api_url: str = DEFAULT_TWILIO_API_URL
+    events_maxlen: int = 10_000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, required: tuple[str, ...] = ()
+    ) -> Settings:
+        """Read settings from ``env`` (default ``os.environ``).
+
+        ``required`` lists environment variable names that must be present for the
+        command being run (``handraise serve`` needs the Twilio credentials, the CLI's
+        room commands need none).
+        """
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None or value.strip() == "":
+                if name in required:
+                    raise ConfigError(f"{name} is not set: it should hold {_WHAT[name]}.")
+                return None
+            return value.strip()
+
+        public_url = get("HANDRAISE_PUBLIC_URL")
+        if public_url is not None:
+            public_url = _check_http_url("HANDRAISE_PUBLIC_URL", public_url).rstrip("/")
+        redis_url = get("HANDRAISE_REDIS_URL")
+        if redis_url is not None:
+            scheme = urlsplit(redis_url).scheme
+            if scheme not in {"redis", "rediss", "unix"}:
+                raise ConfigError(
+                    f"HANDRAISE_REDIS_URL is {redis_url!r}: it should hold {_WHAT['HANDRAISE_REDIS_URL']}."
+                )
+        data_dir_raw = get("HANDRAISE_DATA_DIR")
+        data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else _default_data_dir(env)
+        secret_key = get("HANDRAISE_SECRET_KEY")
+        if secret_key is not None and len(secret_key) < 16:
+            raise ConfigError(
+                f"HANDRAISE_SECRET_KEY is too short: it should hold {_WHAT['HANDRAISE_SECRET_KEY']}."
+            )
+        host_password = get("HANDRAISE_HOST_PASSWORD")
+        if host_password is not None and len(host_password) < 8:
+            raise ConfigError(
+                "HANDRAISE_HOST_PASSWORD is too short: it should hold "
+                f"{_WHAT['HANDRAISE_HOST_PASSWORD']}."
+            )
+        account_sid = get("TWILIO_ACCOUNT_SID")
+        if account_sid is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", account_sid):
+            raise ConfigError(
+                f"TWILIO_ACCOUNT_SID is malformed: it should hold {_WHAT['TWILIO_ACCOUNT_SID']}."
+            )
+        auth_token = get("TWILIO_AUTH_TOKEN")
+        if auth_token is not None and not re.fullmatch(r"[0-9a-zA-Z]{32}", auth_token):
+            raise ConfigError(
+                f"TWILIO_AUTH_TOKEN is malformed: it should hold {_WHAT['TWILIO_AUTH_TOKEN']}."
+            )
+        api_url = get("HANDRAISE_TWILIO_API_URL") or DEFAULT_TWILIO_API_URL
+        api_url = _check_http_url("HANDRAISE_TWILIO_API_URL", api_url).rstrip("/")
+        maxlen_raw = get("HANDRAISE_EVENTS_MAXLEN")
+        events_maxlen = 10_000
+        if maxlen_raw is not None:
+            if not maxlen_raw.isdigit() or int(maxlen_raw) < 100:
+                raise ConfigError(
+                    f"HANDRAISE_EVENTS_MAXLEN is {maxlen_raw!r}: it should hold "
+                    f"{_WHAT['HANDRAISE_EVENTS_MAXLEN']}."
+                )
+            events_maxlen = int(maxlen_raw)
+        log_level = (get("HANDRAISE_LOG_LEVEL") or "INFO").upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(
+                f"HANDRAISE_LOG_LEVEL is {log_level!r}: it should hold {_WHAT['HANDRAISE_LOG_LEVEL']}."
+            )
+        return cls(
+            public_url=public_url,
+            redis_url=redis_url,
+            data_dir=data_dir,
+            secret_key=secret_key,
+            host_password=host_password,
+            twilio_account_sid=account_sid,
+            twilio_auth_token=auth_token,
+            twilio_api_url=api_url,
+            events_maxlen=events_maxlen,
+            log_level=log_level,
+        )
+
+
+def _check_http_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+        raise ConfigError(f"{name} is {value!r}: it should hold {_WHAT[name]}.")
+    return value
+
+
+_WHAT = {
+    "HANDRAISE_PUBLIC_URL": "the public base URL Twilio reaches this server at, "
+    "such as https://handraise.example.org (no query string)",
+    "HANDRAISE_REDIS_URL": "a Redis URL such as redis://localhost:6379/0 or "
+    "unix:///run/redis.sock, or be unset to use the embedded Redis",
+    "HANDRAISE_DATA_DIR": "a directory for the embedded Redis data",
+    "HANDRAISE_SECRET_KEY": "a random string of at least 16 characters that signs host "
+    "sessions (for example the output of: python -c 'import secrets; print(secrets.token_hex(32))')",
+    "HANDRAISE_HOST_PASSWORD": "the password hosts use to log in, at least 8 characters",
+    "TWILIO_ACCOUNT_SID": "your Twilio Account SID: AC followed by 32 hexadecimal characters",
+    "TWILIO_AUTH_TOKEN": "your Twilio Auth Token: 32 letters and digits",
+    "HANDRAISE_TWILIO_API_URL": "the base URL of Twilio's REST API, https://api.twilio.com "
+    "unless you point it at the emulator",
+    "HANDRAISE_EVENTS_MAXLEN": "a whole number of at least 100, how many events each room keeps",
+    "HANDRAISE_LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+}

@@ -1,0 +1,444 @@
+"""Participants and the hand queue: the domain, Redis-backed, no web framework.
+
+Every mutation is one Lua script over the room's keys (one hash tag, so one Cluster slot)
+that changes state and appends its event together; an operation that changes nothing
+appends nothing. Times come from the Redis server's clock, so every process agrees.
+
+The queue is FIFO by the moment a hand went up; raising again keeps the first place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.exceptions import ResponseError
+
+from .errors import Invalid, NotFound
+from .events import LUA_EMIT
+from .rooms import DEFAULT_MAXLEN, Role, new_id
+from .store import Redis, key
+
+Source = Literal["keypad", "web", "prompt", "host"]
+SOURCES: tuple[Source, ...] = ("keypad", "web", "prompt", "host")
+Channel = Literal["phone", "web"]
+CHANNELS: tuple[Channel, ...] = ("phone", "web")
+
+
+def mask_number(number: str | None) -> str:
+    """A phone number fit to show outside the host's view: ``+1 ••• ••• 4821``."""
+    if not number:
+        return "Unknown number"
+    digits = re.sub(r"\D", "", number)
+    if number.strip().lower() in {"anonymous", "restricted", "unknown"} or len(digits) < 6:
+        return "Private number"
+    last = digits[-4:]
+    if number.startswith("+1") and len(digits) == 11:
+        return f"+1 ••• ••• {last}"
+    if number.startswith("+"):
+        return f"+•• ••• {last}"
+    return f"••• {last}"
+
+
+@dataclass(frozen=True)
+class Participant:
+    id: str
+    room: str
+    role: Role
+    call_sid: str | None
+    label: str | None
+    number: str | None = field(repr=False)
+    name: str | None
+    muted: bool
+    hold: bool
+    channels: tuple[Channel, ...]
+    joined_at: int
+
+    @property
+    def number_masked(self) -> str:
+        return mask_number(self.number)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.number_masked
+
+    def to_dict(self, *, host_view: bool = False) -> dict[str, Any]:
+        """Public shape; the full number only in the host's view."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "role": self.role,
+            "label": self.label,
+            "name": self.name,
+            "number_masked": self.number_masked,
+            "muted": self.muted,
+            "hold": self.hold,
+            "channels": list(self.channels),
+            "joined_at": self.joined_at,
+        }
+        if host_view:
+            out["number"] = self.number
+            out["call_sid"] = self.call_sid
+        return out
+
+
+@dataclass(frozen=True)
+class Hand:
+    participant: str
+    position: int
+    raised_at: int  # ms, Redis clock
+    wait_s: float
+    source: str | None
+
+
+@dataclass(frozen=True)
+class RoomState:
+    """A consistent snapshot of a room's live state and the id of the last event in it."""
+
+    room: str
+    participants: list[Participant]
+    queue: list[Hand]
+    speaker: str | None
+    last_event_id: str
+    now: int
+
+    def participant(self, pid: str) -> Participant | None:
+        return next((p for p in self.participants if p.id == pid), None)
+
+
+# --- scripts ------------------------------------------------------------------------------
+# Common KEYS order: 1 room, 2 participants, 3 hands, 4 events, 5 participant hash.
+# Common ARGV head: 1 maxlen, 2 room id, 3 participant id.
+
+_HEAD = LUA_EMIT + """
+local function is_open() return redis.call('HGET', KEYS[1], 'status') == 'open' end
+local function present(pid) return redis.call('SISMEMBER', KEYS[2], pid) == 1 end
+"""
+
+_JOIN = _HEAD + """
+-- ARGV 4: encoded fields json, 5: typed event fields json
+if not is_open() then return redis.error_reply('room closed') end
+if present(ARGV[3]) then return 0 end
+local fields = cjson.decode(ARGV[4])
+local at = math.floor(now_us() / 1000)
+redis.call('HSET', KEYS[5], 'joined_at', at)
+for k, v in pairs(fields) do redis.call('HSET', KEYS[5], k, v) end
+redis.call('SADD', KEYS[2], ARGV[3])
+local ev = cjson.decode(ARGV[5])
+ev.type = 'participant.joined'; ev.room = ARGV[2]; ev.participant = ARGV[3]; ev.at = at
+emit(KEYS[4], ARGV[1], ev)
+return 1
+"""
+
+_LEAVE = _HEAD + """
+-- ARGV 4: reason
+if not present(ARGV[3]) then return 0 end
+redis.call('SREM', KEYS[2], ARGV[3])
+local lowered = redis.call('ZREM', KEYS[3], ARGV[3]) == 1
+local speaking = redis.call('HGET', KEYS[1], 'speaker') == ARGV[3]
+if speaking then redis.call('HDEL', KEYS[1], 'speaker') end
+redis.call('DEL', KEYS[5])
+emit(KEYS[4], ARGV[1], {type='participant.left', room=ARGV[2], participant=ARGV[3],
+  reason=ARGV[4], hand_lowered=lowered, speaker_ended=speaking})
+return 1
+"""
+
+_UPDATE = _HEAD + """
+-- ARGV 4: encoded fields json, 5: typed fields json
+if not present(ARGV[3]) then return redis.error_reply('no such participant') end
+local encoded = cjson.decode(ARGV[4])
+local typed = cjson.decode(ARGV[5])
+local ev = {type='participant.updated', room=ARGV[2], participant=ARGV[3]}
+local n = 0
+for k, v in pairs(encoded) do
+  if redis.call('HGET', KEYS[5], k) ~= v then
+    redis.call('HSET', KEYS[5], k, v)
+    ev[k] = typed[k]
+    n = n + 1
+  end
+end
+if n > 0 then emit(KEYS[4], ARGV[1], ev) end
+return n
+"""
+
+_RAISE = _HEAD + """
+-- ARGV 4: source. Returns {position, 1 if newly raised else 0}.
+if not present(ARGV[3]) then return redis.error_reply('no such participant') end
+local rank = redis.call('ZRANK', KEYS[3], ARGV[3])
+if rank then return {rank + 1, 0} end
+-- Strictly increasing scores keep FIFO order even for raises in the same microsecond.
+local score = now_us()
+local last = tonumber(redis.call('HGET', KEYS[1], 'hand_clock') or '0')
+if score <= last then score = last + 1 end
+redis.call('HSET', KEYS[1], 'hand_clock', score)
+redis.call('ZADD', KEYS[3], score, ARGV[3])
+redis.call('HSET', KEYS[5], 'hand_source', ARGV[4])
+local position = redis.call('ZRANK', KEYS[3], ARGV[3]) + 1
+emit(KEYS[4], ARGV[1], {type='hand.raised', room=ARGV[2], participant=ARGV[3],
+  source=ARGV[4], position=position, raised_at=math.floor(score / 1000)})
+return {position, 1}
+"""
+
+_LOWER = _HEAD + """
+-- ARGV 4: who lowered it (source)
+if redis.call('ZREM', KEYS[3], ARGV[3]) == 0 then return 0 end
+emit(KEYS[4], ARGV[1], {type='hand.lowered', room=ARGV[2], participant=ARGV[3], by=ARGV[4]})
+return 1
+"""
+
+_LOWER_ALL = _HEAD + """
+-- ARGV 3: unused, 4: by
+local hands = redis.call('ZRANGE', KEYS[3], 0, -1)
+if #hands == 0 then return 0 end
+redis.call('DEL', KEYS[3])
+emit(KEYS[4], ARGV[1], {type='hands.cleared', room=ARGV[2], participants=hands, by=ARGV[4]})
+return #hands
+"""
+
+_CALL_ON = _HEAD + """
+-- ARGV 3: participant id or '' for the next hand; 4: by. Returns the speaker id or false.
+local pid = ARGV[3]
+if pid == '' then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+  if #first == 0 then return false end
+  pid = first[1]
+elseif not present(pid) then
+  return redis.error_reply('no such participant')
+end
+local previous = redis.call('HGET', KEYS[1], 'speaker')
+if previous == pid then return pid end
+local had_hand = redis.call('ZREM', KEYS[3], pid) == 1
+redis.call('HSET', KEYS[1], 'speaker', pid)
+local ev = {type='speaker.called', room=ARGV[2], participant=pid, by=ARGV[4], from_queue=had_hand}
+if previous then ev.previous = previous end
+emit(KEYS[4], ARGV[1], ev)
+return pid
+"""
+
+_DONE = _HEAD + """
+-- ARGV 3: participant id or '' for whoever speaks; 4: by
+local current = redis.call('HGET', KEYS[1], 'speaker')
+if not current or (ARGV[3] ~= '' and ARGV[3] ~= current) then return 0 end
+redis.call('HDEL', KEYS[1], 'speaker')
+emit(KEYS[4], ARGV[1], {type='speaker.done', room=ARGV[2], participant=current, by=ARGV[4]})
+return 1
+"""
+
+_SNAPSHOT = """
+-- KEYS 1 room, 2 participants, 3 hands, 4 events ; ARGV 1: participant key prefix
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+local last_id = '0-0'
+if #last > 0 then last_id = last[1][1] end
+local people = {}
+for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  table.insert(people, {pid, redis.call('HGETALL', ARGV[1] .. pid)})
+end
+return {now, last_id, redis.call('HGET', KEYS[1], 'speaker') or '',
+  redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'), people}
+"""
+
+
+class Queue:
+    """Participants and the hand queue of every room, over one Redis client."""
+
+    def __init__(self, redis: Redis, *, maxlen: int = DEFAULT_MAXLEN) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self._scripts = {
+            name: redis.register_script(src)
+            for name, src in {
+                "join": _JOIN, "leave": _LEAVE, "update": _UPDATE, "raise": _RAISE,
+                "lower": _LOWER, "lower_all": _LOWER_ALL, "call_on": _CALL_ON,
+                "done": _DONE, "snapshot": _SNAPSHOT,
+            }.items()
+        }
+
+    async def _run(self, name: str, room: str, pid: str, *args: object) -> Any:
+        keys = [
+            key(room, "room"), key(room, "participants"), key(room, "hands"),
+            key(room, "events"), key(room, "p", pid or "_"),
+        ]
+        try:
+            return await self._scripts[name](keys=keys, args=[self.maxlen, room, pid, *args])
+        except ResponseError as exc:
+            message = str(exc)
+            if "no such participant" in message:
+                raise NotFound(f"Participant {pid!r} is not in room {room!r}.") from exc
+            if "room closed" in message:
+                raise Invalid(f"Room {room!r} is closed.") from exc
+            raise
+
+    # --- participants ----------------------------------------------------------------
+
+    async def join(
+        self,
+        room: str,
+        *,
+        role: Role = "participant",
+        call_sid: str | None = None,
+        label: str | None = None,
+        number: str | None = None,
+        name: str | None = None,
+        muted: bool = True,
+        hold: bool = False,
+        channels: Iterable[Channel] = ("phone",),
+        participant_id: str | None = None,
+    ) -> str:
+        """Add a participant (one phone call); returns its id. Joining twice is a no-op."""
+        pid = participant_id or new_id("p")
+        chans = _channels(channels)
+        encoded = {
+            "role": role, "muted": _b(muted), "hold": _b(hold), "channels": ",".join(chans),
+        }
+        for k, v in {"call_sid": call_sid, "label": label, "number": number, "name": name}.items():
+            if v is not None:
+                encoded[k] = v
+        typed = {
+            "role": role, "label": label or "", "name": name or "",
+            "number_masked": mask_number(number), "muted": muted, "hold": hold,
+            "channels": list(chans),
+        }
+        await self._run("join", room, pid, json.dumps(encoded), json.dumps(typed))
+        return pid
+
+    async def leave(self, room: str, pid: str, *, reason: str = "left") -> bool:
+        """Remove a participant with its hand and any speaker state. False if not present."""
+        return bool(await self._run("leave", room, pid, reason))
+
+    async def update(
+        self,
+        room: str,
+        pid: str,
+        *,
+        muted: bool | None = None,
+        hold: bool | None = None,
+        name: str | None = None,
+        label: str | None = None,
+        channels: Iterable[Channel] | None = None,
+        call_sid: str | None = None,
+    ) -> int:
+        """Change participant fields; one event names the fields that changed. Returns the count."""
+        typed: dict[str, Any] = {}
+        encoded: dict[str, str] = {}
+        for k, v in {"muted": muted, "hold": hold}.items():
+            if v is not None:
+                typed[k], encoded[k] = v, _b(v)
+        if name is not None:
+            name = name.strip()
+            if len(name) > 60 or any(ord(c) < 32 for c in name):
+                raise Invalid("A name can be at most 60 printable characters.")
+            typed["name"] = encoded["name"] = name
+        if label is not None:
+            typed["label"] = encoded["label"] = label
+        if call_sid is not None:
+            typed["call_sid"] = encoded["call_sid"] = call_sid
+        if channels is not None:
+            chans = _channels(channels)
+            typed["channels"], encoded["channels"] = list(chans), ",".join(chans)
+        if not encoded:
+            return 0
+        return int(await self._run("update", room, pid, json.dumps(encoded), json.dumps(typed)))
+
+    async def participant(self, room: str, pid: str) -> Participant:
+        h = await self.redis.hgetall(key(room, "p", pid))
+        if not h:
+            raise NotFound(f"Participant {pid!r} is not in room {room!r}.")
+        return _participant(room, pid, h)
+
+    # --- hands -----------------------------------------------------------------------
+
+    async def raise_hand(self, room: str, pid: str, *, source: Source) -> tuple[int, bool]:
+        """Raise ``pid``'s hand; returns (position, newly raised). A second raise keeps its place."""
+        if source not in SOURCES:
+            raise Invalid(f"source must be one of {', '.join(SOURCES)}.")
+        position, new = await self._run("raise", room, pid, source)
+        return int(position), bool(new)
+
+    async def lower_hand(self, room: str, pid: str, *, by: Source) -> bool:
+        """Lower ``pid``'s hand; False if it was not raised."""
+        return bool(await self._run("lower", room, pid, by))
+
+    async def lower_all(self, room: str, *, by: Source = "host") -> int:
+        """Lower every hand in one event; returns how many were up."""
+        return int(await self._run("lower_all", room, "", by))
+
+    async def position(self, room: str, pid: str) -> int | None:
+        rank = await self.redis.zrank(key(room, "hands"), pid)
+        return None if rank is None else int(rank) + 1
+
+    async def queue(self, room: str) -> list[Hand]:
+        """Raised hands, first raised first, with positions and wait times."""
+        return (await self.snapshot(room)).queue
+
+    async def call_on(self, room: str, pid: str | None = None, *, by: Source = "host") -> str | None:
+        """Make ``pid`` (or the first hand) the speaker; their hand leaves the queue.
+
+        Returns the speaker's id, or None if ``pid`` is None and no hand is up.
+        """
+        result = await self._run("call_on", room, pid or "", by)
+        return str(result) if result else None
+
+    async def done_speaking(self, room: str, pid: str | None = None, *, by: Source = "host") -> bool:
+        """End ``pid``'s turn (or whoever speaks). False if they were not the speaker."""
+        return bool(await self._run("done", room, pid or "", by))
+
+    async def speaker(self, room: str) -> str | None:
+        return await self.redis.hget(key(room, "room"), "speaker") or None
+
+    async def snapshot(self, room: str) -> RoomState:
+        """Participants, queue, speaker and last event id, read in one atomic step."""
+        now, last_id, speaker, hands, people = await self._scripts["snapshot"](
+            keys=[key(room, "room"), key(room, "participants"), key(room, "hands"),
+                  key(room, "events")],
+            args=[key(room, "p", "")],
+        )
+        hashes = {pid: dict(zip(flat[::2], flat[1::2], strict=True)) for pid, flat in people if flat}
+        participants = sorted(
+            (_participant(room, pid, h) for pid, h in hashes.items()),
+            key=lambda p: (p.joined_at, p.id),
+        )
+        queue = []
+        for i in range(0, len(hands), 2):
+            pid, raised = hands[i], int(float(hands[i + 1]) // 1000)
+            queue.append(
+                Hand(
+                    participant=pid,
+                    position=i // 2 + 1,
+                    raised_at=raised,
+                    wait_s=max(0.0, (int(now) - raised) / 1000),
+                    source=hashes.get(pid, {}).get("hand_source"),
+                )
+            )
+        return RoomState(room, participants, queue, speaker or None, str(last_id), int(now))
+
+
+def _b(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _channels(channels: Iterable[str]) -> tuple[Channel, ...]:
+    chans = tuple(sorted(set(channels)))
+    for c in chans:
+        if c not in CHANNELS:
+            raise Invalid(f"channel must be one of {', '.join(CHANNELS)}.")
+    return chans  # type: ignore[return-value]
+
+
+def _participant(room: str, pid: str, h: dict[str, str]) -> Participant:
+    return Participant(
+        id=pid,
+        room=room,
+        role="host" if h.get("role") == "host" else "participant",
+        call_sid=h.get("call_sid") or None,
+        label=h.get("label") or None,
+        number=h.get("number") or None,
+        name=h.get("name") or None,
+        muted=h.get("muted", "1") == "1",
+        hold=h.get("hold") == "1",
+        channels=tuple(c for c in h.get("channels", "").split(",") if c in CHANNELS),  # type: ignore[misc]
+        joined_at=int(h.get("joined_at", "0")),
+    )

@@ -1,0 +1,308 @@
+"""Rooms: create, look up by access or host code, list, show, update settings, close.
+
+A room has a random id (no personal data), a 6-digit participant access code and a
+different 6-digit host code, both unique across live rooms. Codes are indexed by their
+SHA-256 (``hr:code:<hash>``), so the index never lists them; the host code is kept only
+as a hash, the participant code in the clear because the host shows it to everyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.exceptions import ResponseError
+
+from .errors import Conflict, Invalid, NotFound
+from .events import LUA_EMIT
+from .store import Redis, global_key, key
+
+KeypadMode = Literal["stream", "star"]
+KEYPAD_MODES: tuple[KeypadMode, ...] = ("stream", "star")
+Role = Literal["host", "participant"]
+
+_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_CODE = re.compile(r"^\d{6}$")
+DEFAULT_MAXLEN = 10_000
+
+
+def new_id(prefix: str, length: int = 10) -> str:
+    """A random id such as ``r7kq2m9xw3a`` (no personal data, safe in keys and URLs)."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def _random_code() -> str:
+    while True:
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        digits = [int(c) for c in code]
+        steps = {b - a for a, b in zip(digits, digits[1:], strict=False)}
+        if len(steps) > 1:  # not 111111, 123456, 654321, ...
+            return code
+
+
+def clean_name(name: str) -> str:
+    """A room name as shown: trimmed, control characters refused, 1 to 80 characters."""
+    name = unicodedata.normalize("NFC", name).strip()
+    if not name:
+        raise Invalid("A room needs a name.")
+    if len(name) > 80:
+        raise Invalid("A room name can be at most 80 characters.")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise Invalid("A room name cannot contain control characters.")
+    return name
+
+
+@dataclass(frozen=True)
+class Room:
+    id: str
+    name: str
+    access_code: str
+    status: Literal["open", "closed"]
+    keypad_mode: KeypadMode
+    end_on_host_exit: bool
+    raise_keys: str
+    lower_keys: str
+    created_at: int
+    conference_sid: str | None = None
+
+    @property
+    def conference_name(self) -> str:
+        """The Twilio conference friendly name: derived from the id, so no personal data."""
+        return f"handraise-{self.id}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "access_code": self.access_code,
+            "status": self.status,
+            "keypad_mode": self.keypad_mode,
+            "end_on_host_exit": self.end_on_host_exit,
+            "raise_keys": self.raise_keys,
+            "lower_keys": self.lower_keys,
+            "created_at": self.created_at,
+            "conference_name": self.conference_name,
+            "conference_sid": self.conference_sid,
+        }
+
+
+@dataclass(frozen=True)
+class CreatedRoom:
+    """A new room and both its codes (the host code is shown only here)."""
+
+    room: Room
+    host_code: str
+
+
+_CREATE = LUA_EMIT + """
+-- KEYS: room, events ; ARGV: maxlen, room_id, name, access_code, host_code_hash,
+--       keypad_mode, end_on_host_exit, raise_keys, lower_keys
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('room exists') end
+local at = math.floor(now_us() / 1000)
+redis.call('HSET', KEYS[1], 'name', ARGV[3], 'access_code', ARGV[4], 'host_code_hash', ARGV[5],
+  'keypad_mode', ARGV[6], 'end_on_host_exit', ARGV[7], 'raise_keys', ARGV[8],
+  'lower_keys', ARGV[9], 'status', 'open', 'created_at', at)
+emit(KEYS[2], ARGV[1], {type='room.created', room=ARGV[2], at=at, name=ARGV[3]})
+return at
+"""
+
+_CLOSE = LUA_EMIT + """
+-- KEYS: room, participants, hands, events ; ARGV: maxlen, room_id, p-key prefix
+if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 0 end
+local members = redis.call('SMEMBERS', KEYS[2])
+for _, pid in ipairs(members) do redis.call('DEL', ARGV[3] .. pid) end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HDEL', KEYS[1], 'speaker', 'conference_sid')
+redis.call('HSET', KEYS[1], 'status', 'closed')
+emit(KEYS[4], ARGV[1], {type='room.closed', room=ARGV[2], participants=#members})
+return 1
+"""
+
+_UPDATE = LUA_EMIT + """
+-- KEYS: room, events ; ARGV: maxlen, room_id, encoded json, typed json
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('no such room') end
+local encoded = cjson.decode(ARGV[3])
+local typed = cjson.decode(ARGV[4])
+local ev = {type='room.updated', room=ARGV[2]}
+local n = 0
+for field, value in pairs(encoded) do
+  if redis.call('HGET', KEYS[1], field) ~= value then
+    redis.call('HSET', KEYS[1], field, value)
+    ev[field] = typed[field]
+    n = n + 1
+  end
+end
+if n > 0 then emit(KEYS[2], ARGV[1], ev) end
+return n
+"""
+
+
+def _room_from_hash(room_id: str, h: dict[str, str]) -> Room:
+    return Room(
+        id=room_id,
+        name=h["name"],
+        access_code=h["access_code"],
+        status="closed" if h.get("status") == "closed" else "open",
+        keypad_mode="star" if h.get("keypad_mode") == "star" else "stream",
+        end_on_host_exit=h.get("end_on_host_exit", "1") == "1",
+        raise_keys=h.get("raise_keys", "*1"),
+        lower_keys=h.get("lower_keys", "*2"),
+        created_at=int(h.get("created_at", "0")),
+        conference_sid=h.get("conference_sid") or None,
+    )
+
+
+def _check_keys(name: str, value: str) -> str:
+    if not re.fullmatch(r"[*#]?[0-9A-D]", value):
+        raise Invalid(f"{name} must be a key, optionally after * or #, such as *1 (got {value!r}).")
+    return value
+
+
+async def create_room(
+    redis: Redis,
+    name: str,
+    *,
+    keypad_mode: KeypadMode = "stream",
+    end_on_host_exit: bool = True,
+    raise_keys: str = "*1",
+    lower_keys: str = "*2",
+    maxlen: int = DEFAULT_MAXLEN,
+) -> CreatedRoom:
+    """Create a room with fresh codes, unique across live rooms."""
+    name = clean_name(name)
+    if keypad_mode not in KEYPAD_MODES:
+        raise Invalid(f"keypad mode must be one of {', '.join(KEYPAD_MODES)}.")
+    if _check_keys("raise keys", raise_keys) == _check_keys("lower keys", lower_keys):
+        raise Invalid("raise and lower keys must differ.")
+    room_id = new_id("r")
+    access_code = await _claim_code(redis, room_id, "participant")
+    host_code = await _claim_code(redis, room_id, "host")
+    await redis.eval(
+        _CREATE,
+        2,
+        key(room_id, "room"),
+        key(room_id, "events"),
+        maxlen,
+        room_id,
+        name,
+        access_code,
+        code_hash(host_code),
+        keypad_mode,
+        "1" if end_on_host_exit else "0",
+        raise_keys,
+        lower_keys,
+    )
+    await redis.zadd(global_key("rooms"), {room_id: 0})
+    return CreatedRoom(room=await get_room(redis, room_id), host_code=host_code)
+
+
+async def _claim_code(redis: Redis, room_id: str, role: Role) -> str:
+    for _ in range(50):
+        code = _random_code()
+        if await redis.set(global_key("code", code_hash(code)), f"{room_id}:{role}", nx=True):
+            return code
+    raise Conflict("Could not find a free access code; close some rooms and try again.")
+
+
+async def get_room(redis: Redis, room_id: str) -> Room:
+    try:
+        h = await redis.hgetall(key(room_id, "room"))
+    except ValueError:
+        h = {}
+    if not h:
+        raise NotFound(f"There is no room {room_id!r}.")
+    return _room_from_hash(room_id, h)
+
+
+async def find_by_code(redis: Redis, code: str) -> tuple[Room, Role] | None:
+    """The open room whose access or host code is ``code``, and which one it is."""
+    code = code.strip()
+    if not _CODE.match(code):
+        return None
+    found = await redis.get(global_key("code", code_hash(code)))
+    if not found:
+        return None
+    room_id, _, role = str(found).partition(":")
+    try:
+        room = await get_room(redis, room_id)
+    except NotFound:
+        return None
+    if room.status != "open":
+        return None
+    return room, ("host" if role == "host" else "participant")
+
+
+async def list_rooms(redis: Redis, *, include_closed: bool = False) -> list[Room]:
+    ids = await redis.zrange(global_key("rooms"), 0, -1)
+    rooms = []
+    for room_id in ids:
+        try:
+            room = await get_room(redis, room_id)
+        except NotFound:
+            continue
+        if include_closed or room.status == "open":
+            rooms.append(room)
+    rooms.sort(key=lambda r: r.created_at)
+    return rooms
+
+
+async def update_room(
+    redis: Redis,
+    room_id: str,
+    *,
+    name: str | None = None,
+    keypad_mode: KeypadMode | None = None,
+    end_on_host_exit: bool | None = None,
+    conference_sid: str | None = None,
+    maxlen: int = DEFAULT_MAXLEN,
+) -> int:
+    """Change room settings; one ``room.updated`` event lists what changed. Returns the count."""
+    typed: dict[str, object] = {}
+    if name is not None:
+        typed["name"] = clean_name(name)
+    if keypad_mode is not None:
+        if keypad_mode not in KEYPAD_MODES:
+            raise Invalid(f"keypad mode must be one of {', '.join(KEYPAD_MODES)}.")
+        typed["keypad_mode"] = keypad_mode
+    if end_on_host_exit is not None:
+        typed["end_on_host_exit"] = end_on_host_exit
+    if conference_sid is not None:
+        typed["conference_sid"] = conference_sid
+    if not typed:
+        return 0
+    encoded = {k: ("1" if v else "0") if isinstance(v, bool) else str(v) for k, v in typed.items()}
+    try:
+        return int(
+            await redis.eval(
+                _UPDATE, 2, key(room_id, "room"), key(room_id, "events"), maxlen, room_id,
+                json.dumps(encoded), json.dumps(typed),
+            )
+        )
+    except ResponseError as exc:
+        if "no such room" in str(exc):
+            raise NotFound(f"There is no room {room_id!r}.") from exc
+        raise
+
+
+async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN) -> bool:
+    """Close a room: its codes stop working and its live state is cleared. False if already closed."""
+    room = await get_room(redis, room_id)
+    closed = await redis.eval(
+        _CLOSE, 4, key(room_id, "room"), key(room_id, "participants"), key(room_id, "hands"),
+        key(room_id, "events"), maxlen, room_id, key(room_id, "p", ""),
+    )
+    # The code index lives outside the room's slot, so it is cleared in its own step;
+    # find_by_code also refuses closed rooms, so the order cannot open a gap.
+    host_hash = await redis.hget(key(room_id, "room"), "host_code_hash")
+    for code_key in (code_hash(room.access_code), str(host_hash)):
+        await redis.delete(global_key("code", code_key))  # one key per call: Cluster-safe
+    return bool(closed)

