@@ -1,0 +1,484 @@
+"""Streaming DTMF detector (ITU-T Q.23/Q.24) for 8 kHz telephone audio.
+
+Method
+------
+Audio is cut into 5 ms sub-blocks (40 samples). For each sub-block a Goertzel bank
+(:class:`~handraise.dsp.goertzel.GoertzelBank`, one matrix product for all streams)
+gives the complex DFT at the eight DTMF frequencies, with its phase referred to absolute
+time, and the sub-block energy. Every 5 ms a 20 ms analysis window (four sub-blocks,
+160 samples) is formed by adding the last four results, so the window slides by 5 ms at
+the cost of a 5 ms block.
+
+A window holds a key when all of these hold for the strongest tone of each group:
+
+* **frequency**: the phase advance of the tone between the two 10 ms halves of the
+  window measures its frequency; it must be within 2.5 % of nominal (Q.24: accept
+  1.5 %, reject 3.5 %);
+* **level**: knowing the frequency error, the window's attenuation of an off-nominal
+  tone is undone, giving each tone's true power; both must be above -38 dBm0;
+* **twist**: high minus low group between -9.5 and +5.5 dB (must accept -8..+4);
+* **purity**: the two tones carry at least 85 % of the window's energy. This rejects
+  speech and music, noise beyond about 8 dB SNR, and also windows only partly filled by
+  a tone, which is what makes the duration rules exact.
+
+Timing: a key starts once three windows hold it (a tone of 26 ms or less never fills
+three windows to 85 %; one of 40 ms fills at least four); up to six windows without it
+may fall between those three, so a dropout does not restart the count. It ends after
+eight consecutive windows without it (a 10 ms dropout spoils at most six, a 40 ms pause
+at least eleven). A different key confirmed in the meantime ends the current one.
+
+Cheap screening keeps a bank fast: windows whose two strongest bins hold less than a
+third of the energy, or that are too quiet, are rejected before the per-window checks,
+and the state machine runs only for streams with something going on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from handraise.dsp import mulaw
+from handraise.dsp.goertzel import GoertzelBank
+from handraise.dsp.tones import HIGH_FREQS, KEYPAD, LOW_FREQS
+
+__all__ = [
+    "DetectorBank",
+    "DigitEvent",
+    "DigitStart",
+    "DtmfDetector",
+    "Event",
+    "detect",
+]
+
+SAMPLE_RATE = 8000
+SUB_BLOCK = 40
+"""Samples per sub-block (5 ms): the hop of the analysis window."""
+WINDOW_BLOCKS = 4
+WINDOW = SUB_BLOCK * WINDOW_BLOCKS
+"""Samples per analysis window (20 ms)."""
+START_HITS = 3
+"""Consecutive windows holding a key before it is reported as started."""
+END_MISSES = 8
+"""Consecutive windows without the key before it is reported as ended."""
+CAND_BRIDGE = 6
+"""Windows without the key that a not-yet-confirmed key may span (a 10 ms dropout)."""
+FREQ_TOLERANCE = 0.025
+"""Largest accepted relative frequency error of each tone."""
+MIN_TONE_DBM0 = -38.0
+"""Weakest accepted tone (each of the pair), dBm0."""
+TWIST_MIN_DB = -9.5
+TWIST_MAX_DB = 5.5
+PURITY = 0.85
+"""Least fraction of the window energy the two tones must carry."""
+SCREEN = 0.33
+"""Least fraction of energy in the two strongest bins (uncorrected) to look closer."""
+
+_FREQS = np.array(LOW_FREQS + HIGH_FREQS, dtype=np.float64)
+_FREQ_INT = np.array([round(f) for f in _FREQS], dtype=np.int64)
+_KEYS = "".join(KEYPAD)  # code = 4 * row + col
+_P_MIN = float(mulaw.DBM0_RMS**2 * 10.0 ** (MIN_TONE_DBM0 / 10.0))
+_HALF = WINDOW // 2
+
+
+@dataclass(frozen=True, slots=True)
+class DigitStart:
+    """A key has been confirmed and is still sounding (low-latency notice).
+
+    Attributes
+    ----------
+    digit : str
+        ``0-9``, ``*``, ``#`` or ``A-D``.
+    start_ms : float
+        When the tone began, in ms from the start of the stream (±5 ms).
+    """
+
+    digit: str
+    start_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class DigitEvent:
+    """A complete key press.
+
+    Attributes
+    ----------
+    digit : str
+        ``0-9``, ``*``, ``#`` or ``A-D``.
+    start_ms, end_ms : float
+        When the tone began and ended, in ms from the start of the stream (±5 ms).
+    """
+
+    digit: str
+    start_ms: float
+    end_ms: float
+
+    @property
+    def duration_ms(self) -> float:
+        """``end_ms - start_ms``."""
+        return self.end_ms - self.start_ms
+
+
+Event = DigitStart | DigitEvent
+
+
+def _rotation(n_start: int, count: int) -> npt.NDArray[np.complex64]:
+    """``exp(-2j pi f n / fs)`` for the sub-blocks starting at ``n_start``, shape (count, 8).
+
+    DTMF frequencies are whole hertz, so ``f n mod fs`` is exact in integers however
+    long the stream runs.
+    """
+    n = n_start + SUB_BLOCK * np.arange(count, dtype=np.int64)
+    cycles = ((n[:, None] % SAMPLE_RATE) * _FREQ_INT[None, :]) % SAMPLE_RATE
+    return np.exp(-2j * np.pi * cycles / SAMPLE_RATE).astype(np.complex64)
+
+
+class DetectorBank:
+    """DTMF detectors for many independent streams, advanced together.
+
+    All streams receive the same number of samples per call (the media server feeds one
+    20 ms frame per call per stream); each stream keeps its own state. A slot can be
+    reused for a new call with :meth:`reset`.
+
+    Parameters
+    ----------
+    n_streams : int
+        Number of streams.
+    """
+
+    def __init__(self, n_streams: int) -> None:
+        if n_streams < 1:
+            raise ValueError("n_streams must be at least 1")
+        self.n_streams = n_streams
+        self._bank = GoertzelBank(_FREQS, SUB_BLOCK, SAMPLE_RATE, dtype=np.float32)
+        s = n_streams
+        self._n = 0  # global index of the next sub-block's first sample
+        self._pending = np.zeros((s, 0), dtype=np.float32)
+        self._hist_x = np.zeros((s, WINDOW_BLOCKS - 1, 8), dtype=np.complex64)
+        self._hist_e = np.zeros((s, WINDOW_BLOCKS - 1), dtype=np.float32)
+        self._t0 = np.zeros(s, dtype=np.int64)
+        self._cur = np.full(s, -1, dtype=np.int16)
+        self._cand = np.full(s, -1, dtype=np.int16)
+        self._run = np.zeros(s, dtype=np.int16)
+        self._miss = np.zeros(s, dtype=np.int16)
+        self._cmiss = np.zeros(s, dtype=np.int16)
+        self._cand_start = np.zeros(s, dtype=np.int64)
+        self._start = np.zeros(s, dtype=np.int64)
+        self._last_end = np.zeros(s, dtype=np.int64)
+
+    # -- public API ---------------------------------------------------------------
+
+    def feed(self, frames: npt.ArrayLike) -> list[tuple[int, Event]]:
+        """Advance every stream by the same number of mu-law samples.
+
+        Parameters
+        ----------
+        frames : array_like of uint8, shape (n_streams, n)
+            Mu-law bytes, one row per stream; ``n`` may be any length, including 0.
+
+        Returns
+        -------
+        events : list of (int, DigitStart or DigitEvent)
+            ``(stream index, event)`` in time order within each stream.
+        """
+        codes = np.asarray(frames, dtype=np.uint8)
+        if codes.ndim != 2 or codes.shape[0] != self.n_streams:
+            raise ValueError(f"frames must have shape ({self.n_streams}, n)")
+        return self.feed_linear(mulaw.decode(codes))
+
+    def feed_linear(self, x: npt.ArrayLike) -> list[tuple[int, Event]]:
+        """Advance every stream by the same number of linear samples.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n_streams, n)
+            Samples at 8 kHz, full scale 1.0.
+
+        Returns
+        -------
+        events : list of (int, DigitStart or DigitEvent)
+        """
+        a = np.asarray(x, dtype=np.float32)
+        if a.ndim != 2 or a.shape[0] != self.n_streams:
+            raise ValueError(f"samples must have shape ({self.n_streams}, n)")
+        if self._pending.shape[1]:
+            a = np.concatenate([self._pending, a], axis=1)
+        usable = a.shape[1] - a.shape[1] % SUB_BLOCK
+        self._pending = a[:, usable:].copy()
+        if usable == 0:
+            return []
+        return self._process(a[:, :usable])
+
+    def flush(self) -> list[tuple[int, Event]]:
+        """End every key still sounding (call at the end of the audio).
+
+        Returns
+        -------
+        events : list of (int, DigitEvent)
+        """
+        events: list[tuple[int, Event]] = []
+        for s in np.flatnonzero(self._cur >= 0):
+            events.append((int(s), self._end_event(int(s))))
+        self._cur[:] = -1
+        self._run[:] = 0
+        self._cand[:] = -1
+        self._miss[:] = 0
+        self._cmiss[:] = 0
+        return events
+
+    def reset(self, stream: int) -> None:
+        """Forget one stream's state; its clock restarts at 0 ms (for a new call)."""
+        self._hist_x[stream] = 0
+        self._hist_e[stream] = 0
+        self._pending[stream] = 0
+        self._t0[stream] = self._n + self._pending.shape[1]
+        self._cur[stream] = -1
+        self._cand[stream] = -1
+        self._run[stream] = 0
+        self._miss[stream] = 0
+        self._cmiss[stream] = 0
+
+    # -- internals ----------------------------------------------------------------
+
+    def _ms(self, stream: int, n: int) -> float:
+        return (n - int(self._t0[stream])) * 1000.0 / SAMPLE_RATE
+
+    def _end_event(self, s: int) -> DigitEvent:
+        return DigitEvent(
+            _KEYS[int(self._cur[s])],
+            self._ms(s, int(self._start[s])),
+            self._ms(s, int(self._last_end[s])),
+        )
+
+    def _process(self, a: npt.NDArray[np.float32]) -> list[tuple[int, Event]]:
+        s, usable = a.shape
+        m = usable // SUB_BLOCK
+        blocks = a.reshape(s, m, SUB_BLOCK)
+        parts = self._bank.dft_parts(blocks)  # (s, m, 16)
+        x = np.empty((s, m, 8), dtype=np.complex64)
+        x.real = parts[..., :8]
+        x.imag = parts[..., 8:]
+        x *= _rotation(self._n, m)[None]
+        e = np.einsum("smk,smk->sm", blocks, blocks)
+
+        k = WINDOW_BLOCKS - 1
+        xc = np.concatenate([self._hist_x, x], axis=1)  # (s, m + 3, 8)
+        ec = np.concatenate([self._hist_e, e], axis=1)
+        self._hist_x = xc[:, -k:].copy()
+        self._hist_e = ec[:, -k:].copy()
+        h1 = xc[:, 0:m] + xc[:, 1 : m + 1]
+        h2 = xc[:, 2 : m + 2] + xc[:, 3 : m + 3]
+        y = h1 + h2
+        ew = ec[:, 0:m] + ec[:, 1 : m + 1] + ec[:, 2 : m + 2] + ec[:, 3 : m + 3]
+        codes = _classify(y, h1, h2, ew)
+
+        n0 = self._n
+        self._n += usable
+        return self._advance(codes, n0)
+
+    def _advance(self, codes: npt.NDArray[np.int16], n0: int) -> list[tuple[int, Event]]:
+        busy = (self._cur >= 0) | (self._run > 0)
+        act = np.flatnonzero(busy | (codes >= 0).any(axis=1))
+        if act.size == 0:
+            return []
+        events: list[tuple[int, Event]] = []
+        cur = self._cur[act]
+        cand = self._cand[act]
+        run = self._run[act]
+        miss = self._miss[act]
+        cmiss = self._cmiss[act]
+        cand_start = self._cand_start[act]
+        start = self._start[act]
+        last_end = self._last_end[act]
+        sub = codes[act]
+        for j in range(sub.shape[1]):
+            w_start = n0 + SUB_BLOCK * (j - (WINDOW_BLOCKS - 1))
+            w_end = n0 + SUB_BLOCK * (j + 1)
+            d = sub[:, j]
+            valid = d >= 0
+            in_digit = cur >= 0
+            same = valid & (d == cand)
+            fresh = valid & ~same
+            cmiss = np.where(valid, 0, cmiss + 1).astype(np.int16)
+            lapsed = cmiss > CAND_BRIDGE
+            run = np.where(same, run + 1, np.where(fresh, 1, np.where(lapsed, 0, run)))
+            run = run.astype(np.int16)
+            cand_start = np.where(fresh, w_start, cand_start)
+            cand = np.where(fresh, d, np.where(lapsed, -1, cand)).astype(np.int16)
+            cont = in_digit & valid & (d == cur)
+            miss = np.where(cont, 0, np.where(in_digit, miss + 1, 0)).astype(np.int16)
+            last_end = np.where(cont, w_end, last_end)
+            confirm = valid & (run >= START_HITS) & (d != cur)
+            ending = in_digit & ((miss >= END_MISSES) | confirm)
+            if ending.any() or confirm.any():
+                for i in np.flatnonzero(ending):
+                    st = int(act[i])
+                    events.append(
+                        (
+                            st,
+                            DigitEvent(
+                                _KEYS[int(cur[i])],
+                                self._ms(st, int(start[i])),
+                                self._ms(st, int(last_end[i])),
+                            ),
+                        )
+                    )
+                cur = np.where(ending, -1, cur).astype(np.int16)
+                for i in np.flatnonzero(confirm):
+                    st = int(act[i])
+                    notice = DigitStart(_KEYS[int(d[i])], self._ms(st, int(cand_start[i])))
+                    events.append((st, notice))
+                cur = np.where(confirm, d, cur).astype(np.int16)
+                start = np.where(confirm, cand_start, start)
+                last_end = np.where(confirm, w_end, last_end)
+                miss = np.where(confirm, 0, miss).astype(np.int16)
+        self._cur[act] = cur
+        self._cand[act] = cand
+        self._run[act] = run
+        self._miss[act] = miss
+        self._cmiss[act] = cmiss
+        self._cand_start[act] = cand_start
+        self._start[act] = start
+        self._last_end[act] = last_end
+        return events
+
+
+def _classify(
+    y: npt.NDArray[np.complex64],
+    h1: npt.NDArray[np.complex64],
+    h2: npt.NDArray[np.complex64],
+    ew: npt.NDArray[np.float32],
+) -> npt.NDArray[np.int16]:
+    """Key code (4 row + col) held by each window, or -1.
+
+    Parameters
+    ----------
+    y, h1, h2 : ndarray of complex64, shape (s, m, 8)
+        Window DFT and its two halves' DFTs (absolute phase) at the eight frequencies.
+    ew : ndarray of float32, shape (s, m)
+        Window energy (sum of squares).
+
+    Returns
+    -------
+    codes : ndarray of int16, shape (s, m)
+    """
+    p = y.real * y.real + y.imag * y.imag
+    top = p[..., :4].max(axis=-1) + p[..., 4:].max(axis=-1)
+    # rho_raw = 2 (|Y_lo|^2 + |Y_hi|^2) / (L E): screen before the costly checks.
+    screen = (top >= (SCREEN * WINDOW / 2) * ew) & (ew >= WINDOW * 2 * _P_MIN)
+    codes = np.full(ew.shape, -1, dtype=np.int16)
+    idx = np.flatnonzero(screen)
+    if idx.size == 0:
+        return codes
+    pc = p.reshape(-1, 8)[idx]
+    k_lo = pc[:, :4].argmax(axis=1)
+    k_hi = pc[:, 4:].argmax(axis=1) + 4
+    rows = np.arange(idx.size)
+    kk = np.stack([k_lo, k_hi], axis=1)  # (c, 2)
+    a = h1.reshape(-1, 8)[idx][rows[:, None], kk].astype(np.complex128)
+    b = h2.reshape(-1, 8)[idx][rows[:, None], kk].astype(np.complex128)
+    mag2 = pc[rows[:, None], kk].astype(np.float64)
+    # Phase advance over half a window -> frequency error in rad/sample.
+    delta = np.angle(b * np.conj(a)) / _HALF
+    rel = delta * SAMPLE_RATE / (2.0 * np.pi * _FREQS[kk])
+    # Gain of the window at that error (Dirichlet kernel, 1 at 0).
+    half = delta / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = np.where(
+            np.abs(half) < 1e-9, 1.0, np.sin(WINDOW * half) / (WINDOW * np.sin(half))
+        )
+    gain2 = np.maximum(gain * gain, 1e-6)
+    tone_p = 2.0 * mag2 / (WINDOW * WINDOW * gain2)  # power of each tone
+    e = ew.reshape(-1)[idx].astype(np.float64)
+    purity = (tone_p[:, 0] + tone_p[:, 1]) * WINDOW / np.maximum(e, 1e-30)
+    with np.errstate(divide="ignore"):
+        twist = 10.0 * np.log10(np.maximum(tone_p[:, 1], 1e-30) / np.maximum(tone_p[:, 0], 1e-30))
+    ok = (
+        (np.abs(rel) <= FREQ_TOLERANCE).all(axis=1)
+        & (tone_p >= _P_MIN).all(axis=1)
+        & (twist >= TWIST_MIN_DB)
+        & (twist <= TWIST_MAX_DB)
+        & (purity >= PURITY)
+        & (purity <= 1.25)
+    )
+    codes.reshape(-1)[idx[ok]] = (4 * k_lo[ok] + (k_hi[ok] - 4)).astype(np.int16)
+    return codes
+
+
+class DtmfDetector:
+    """Streaming DTMF detector for one stream.
+
+    Feed it mu-law frames of any length (Twilio sends 160 bytes, but nothing here
+    depends on it); it returns :class:`DigitStart` as soon as a key is confirmed and
+    :class:`DigitEvent` when it ends. State carries across frame boundaries, so the
+    events do not depend on how the audio is cut.
+
+    Examples
+    --------
+    >>> from handraise.dsp import synth
+    >>> det = DtmfDetector()
+    >>> events = [e for f in synth.to_frames(synth.dtmf("*1")) for e in det.feed(f)]
+    >>> [e.digit for e in events + det.flush() if isinstance(e, DigitEvent)]
+    ['*', '1']
+    """
+
+    def __init__(self) -> None:
+        self._bank = DetectorBank(1)
+
+    def feed(self, frame: bytes | bytearray | memoryview) -> list[Event]:
+        """Process mu-law bytes (any length).
+
+        Parameters
+        ----------
+        frame : bytes-like, shape (n,)
+            Mu-law samples at 8 kHz.
+
+        Returns
+        -------
+        events : list of DigitStart or DigitEvent
+            In time order.
+        """
+        codes = np.frombuffer(frame, dtype=np.uint8)[None, :]
+        return [ev for _, ev in self._bank.feed(codes)]
+
+    def feed_linear(self, x: npt.ArrayLike) -> list[Event]:
+        """Process linear samples (any length).
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n,)
+            Samples at 8 kHz, full scale 1.0.
+
+        Returns
+        -------
+        events : list of DigitStart or DigitEvent
+        """
+        a = np.asarray(x, dtype=np.float32).reshape(1, -1)
+        return [ev for _, ev in self._bank.feed_linear(a)]
+
+    def flush(self) -> list[Event]:
+        """End a key still sounding (at the end of the audio)."""
+        return [ev for _, ev in self._bank.flush()]
+
+
+def detect(audio: bytes | npt.ArrayLike) -> list[DigitEvent]:
+    """Detect every key press in a complete recording.
+
+    Parameters
+    ----------
+    audio : bytes or array_like of float, shape (n,)
+        Mu-law bytes, or linear samples at 8 kHz (full scale 1.0).
+
+    Returns
+    -------
+    events : list of DigitEvent
+        In time order.
+    """
+    det = DtmfDetector()
+    if isinstance(audio, bytes | bytearray | memoryview):
+        out = det.feed(audio)
+    else:
+        out = det.feed_linear(audio)
+    out += det.flush()
+    return [e for e in out if isinstance(e, DigitEvent)]
