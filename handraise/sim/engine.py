@@ -273,7 +273,7 @@ class Engine:
             except TimeoutError:
                 continue
 
-    async def wait_event(self, kind: str, *, call_sid: str | None = None, after: int = 0,
+    async def wait_event(self, kind: str, /, *, call_sid: str | None = None, after: int = 0,
                          timeout: float = 10.0, **match: Any) -> SimEvent:  # noqa: ASYNC109
         """The first event of ``kind`` (and call, and data items equal to ``match``)."""
 

@@ -139,7 +139,7 @@ class Simulator:
     def events(self) -> list[SimEvent]:
         return self.engine.events
 
-    async def wait_event(self, kind: str, *, call_sid: str | None = None, after: int = 0,
+    async def wait_event(self, kind: str, /, *, call_sid: str | None = None, after: int = 0,
                          timeout: float = 10.0, **match: Any) -> SimEvent:  # noqa: ASYNC109
         return await self.engine.wait_event(kind, call_sid=call_sid, after=after,
                                             timeout=timeout, **match)
