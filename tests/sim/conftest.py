@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,16 @@ class TwimlApp:
 
     def hits_to(self, path: str) -> list[Hit]:
         return [h for h in self.hits if h.path == path]
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Poll with a deadline (for state outside the sim's event feed, e.g. the app's sockets)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
