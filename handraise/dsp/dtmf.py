@@ -123,15 +123,20 @@ class DigitEvent:
 Event = DigitStart | DigitEvent
 
 
-def _rotation(n_start: int, count: int) -> npt.NDArray[np.complex64]:
-    """``exp(-2j pi f n / fs)`` for the sub-blocks starting at ``n_start``, shape (count, 8).
+def _bases() -> npt.NDArray[np.float32]:
+    """Goertzel bases with absolute phase for every sub-block position in one second.
 
-    DTMF frequencies are whole hertz, so ``f n mod fs`` is exact in integers however
-    long the stream runs.
+    DTMF frequencies are whole hertz, so the phase pattern repeats every 8000 samples
+    (200 sub-blocks) however long a stream runs: shape (200, 40, 16).
     """
-    n = n_start + SUB_BLOCK * np.arange(count, dtype=np.int64)
-    cycles = ((n[:, None] % SAMPLE_RATE) * _FREQ_INT[None, :]) % SAMPLE_RATE
-    return np.exp(-2j * np.pi * cycles / SAMPLE_RATE).astype(np.complex64)
+    bank = GoertzelBank(_FREQS, SUB_BLOCK, SAMPLE_RATE, dtype=np.float64)
+    period = SAMPLE_RATE // SUB_BLOCK
+    table = np.stack([bank.basis_at(SUB_BLOCK * k) for k in range(period)])
+    return np.ascontiguousarray(table.astype(np.float32))
+
+
+_BASES = _bases()
+_PERIOD = _BASES.shape[0]
 
 
 class DetectorBank:
@@ -151,12 +156,11 @@ class DetectorBank:
         if n_streams < 1:
             raise ValueError("n_streams must be at least 1")
         self.n_streams = n_streams
-        self._bank = GoertzelBank(_FREQS, SUB_BLOCK, SAMPLE_RATE, dtype=np.float32)
         s = n_streams
         self._n = 0  # global index of the next sub-block's first sample
         self._pending = np.zeros((s, 0), dtype=np.float32)
-        self._hist_x = np.zeros((s, WINDOW_BLOCKS - 1, 8), dtype=np.complex64)
-        self._hist_e = np.zeros((s, WINDOW_BLOCKS - 1), dtype=np.float32)
+        self._hist_x = np.zeros((WINDOW_BLOCKS - 1, s, 16), dtype=np.float32)
+        self._hist_e = np.zeros((WINDOW_BLOCKS - 1, s), dtype=np.float32)
         self._t0 = np.zeros(s, dtype=np.int64)
         self._cur = np.full(s, -1, dtype=np.int16)
         self._cand = np.full(s, -1, dtype=np.int16)
@@ -229,8 +233,8 @@ class DetectorBank:
 
     def reset(self, stream: int) -> None:
         """Forget one stream's state; its clock restarts at 0 ms (for a new call)."""
-        self._hist_x[stream] = 0
-        self._hist_e[stream] = 0
+        self._hist_x[:, stream] = 0
+        self._hist_e[:, stream] = 0
         self._pending[stream] = 0
         self._t0[stream] = self._n + self._pending.shape[1]
         self._cur[stream] = -1
@@ -252,30 +256,31 @@ class DetectorBank:
         )
 
     def _process(self, a: npt.NDArray[np.float32]) -> list[tuple[int, Event]]:
+        # Time-major layout (sub-block, stream, 16): window slices stay contiguous.
         s, usable = a.shape
         m = usable // SUB_BLOCK
-        blocks = a.reshape(s, m, SUB_BLOCK)
-        parts = self._bank.dft_parts(blocks)  # (s, m, 16)
-        x = np.empty((s, m, 8), dtype=np.complex64)
-        x.real = parts[..., :8]
-        x.imag = parts[..., 8:]
-        x *= _rotation(self._n, m)[None]
-        e = np.einsum("smk,smk->sm", blocks, blocks)
-
         k = WINDOW_BLOCKS - 1
-        xc = np.concatenate([self._hist_x, x], axis=1)  # (s, m + 3, 8)
-        ec = np.concatenate([self._hist_e, e], axis=1)
-        self._hist_x = xc[:, -k:].copy()
-        self._hist_e = ec[:, -k:].copy()
-        h1 = xc[:, 0:m] + xc[:, 1 : m + 1]
-        h2 = xc[:, 2 : m + 2] + xc[:, 3 : m + 3]
-        y = h1 + h2
-        ew = ec[:, 0:m] + ec[:, 1 : m + 1] + ec[:, 2 : m + 2] + ec[:, 3 : m + 3]
-        codes = _classify(y, h1, h2, ew)
+        blocks = a.reshape(s, m, SUB_BLOCK).transpose(1, 0, 2)  # (m, s, 40)
+        first = (self._n // SUB_BLOCK) % _PERIOD
+        bases = _BASES[(first + np.arange(m)) % _PERIOD]  # (m, 40, 16)
+        xc = np.empty((m + k, s, 16), dtype=np.float32)
+        xc[:k] = self._hist_x
+        np.matmul(blocks, bases, out=xc[k:])
+        ec = np.empty((m + k, s), dtype=np.float32)
+        ec[:k] = self._hist_e
+        ec[k:] = np.einsum("msn,msn->ms", blocks, blocks)
+        self._hist_x = xc[m:].copy()
+        self._hist_e = ec[m:].copy()
+        # Windows of four sub-blocks are two pairs: the pairs are the window's halves.
+        pairs = xc[:-1] + xc[1:]
+        y = pairs[:m] + pairs[2:]
+        epairs = ec[:-1] + ec[1:]
+        ew = epairs[:m] + epairs[2:]
+        codes = _classify(y, pairs[:m], pairs[2:], ew)
 
         n0 = self._n
         self._n += usable
-        return self._advance(codes, n0)
+        return self._advance(np.ascontiguousarray(codes.T), n0)
 
     def _advance(self, codes: npt.NDArray[np.int16], n0: int) -> list[tuple[int, Event]]:
         busy = (self._cur >= 0) | (self._run > 0)
@@ -345,26 +350,32 @@ class DetectorBank:
 
 
 def _classify(
-    y: npt.NDArray[np.complex64],
-    h1: npt.NDArray[np.complex64],
-    h2: npt.NDArray[np.complex64],
+    y: npt.NDArray[np.float32],
+    h1: npt.NDArray[np.float32],
+    h2: npt.NDArray[np.float32],
     ew: npt.NDArray[np.float32],
 ) -> npt.NDArray[np.int16]:
     """Key code (4 row + col) held by each window, or -1.
 
     Parameters
     ----------
-    y, h1, h2 : ndarray of complex64, shape (s, m, 8)
-        Window DFT and its two halves' DFTs (absolute phase) at the eight frequencies.
-    ew : ndarray of float32, shape (s, m)
+    y, h1, h2 : ndarray of float32, shape (m, s, 16)
+        Window DFT and its two halves' DFTs (absolute phase) at the eight frequencies:
+        real parts in ``[..., :8]``, imaginary parts in ``[..., 8:]``.
+    ew : ndarray of float32, shape (m, s)
         Window energy (sum of squares).
 
     Returns
     -------
-    codes : ndarray of int16, shape (s, m)
+    codes : ndarray of int16, shape (m, s)
     """
-    p = y.real * y.real + y.imag * y.imag
-    top = p[..., :4].max(axis=-1) + p[..., 4:].max(axis=-1)
+    sq = y * y
+    p = sq[..., :8]
+    p += sq[..., 8:]
+    # Pairwise maxima: numpy reductions along a short last axis are slow.
+    mx = np.maximum
+    top = mx(mx(p[..., 0], p[..., 1]), mx(p[..., 2], p[..., 3]))
+    top += mx(mx(p[..., 4], p[..., 5]), mx(p[..., 6], p[..., 7]))
     # rho_raw = 2 (|Y_lo|^2 + |Y_hi|^2) / (L E): screen before the costly checks.
     screen = (top >= (SCREEN * WINDOW / 2) * ew) & (ew >= WINDOW * 2 * _P_MIN)
     codes = np.full(ew.shape, -1, dtype=np.int16)
@@ -374,11 +385,13 @@ def _classify(
     pc = p.reshape(-1, 8)[idx]
     k_lo = pc[:, :4].argmax(axis=1)
     k_hi = pc[:, 4:].argmax(axis=1) + 4
-    rows = np.arange(idx.size)
+    rows = np.arange(idx.size)[:, None]
     kk = np.stack([k_lo, k_hi], axis=1)  # (c, 2)
-    a = h1.reshape(-1, 8)[idx][rows[:, None], kk].astype(np.complex128)
-    b = h2.reshape(-1, 8)[idx][rows[:, None], kk].astype(np.complex128)
-    mag2 = pc[rows[:, None], kk].astype(np.float64)
+    h1c = h1.reshape(-1, 16)[idx].astype(np.float64)
+    h2c = h2.reshape(-1, 16)[idx].astype(np.float64)
+    a = h1c[rows, kk] + 1j * h1c[rows, kk + 8]
+    b = h2c[rows, kk] + 1j * h2c[rows, kk + 8]
+    mag2 = pc[rows, kk].astype(np.float64)
     # Phase advance over half a window -> frequency error in rad/sample.
     delta = np.angle(b * np.conj(a)) / _HALF
     rel = delta * SAMPLE_RATE / (2.0 * np.pi * _FREQS[kk])
@@ -392,8 +405,7 @@ def _classify(
     tone_p = 2.0 * mag2 / (WINDOW * WINDOW * gain2)  # power of each tone
     e = ew.reshape(-1)[idx].astype(np.float64)
     purity = (tone_p[:, 0] + tone_p[:, 1]) * WINDOW / np.maximum(e, 1e-30)
-    with np.errstate(divide="ignore"):
-        twist = 10.0 * np.log10(np.maximum(tone_p[:, 1], 1e-30) / np.maximum(tone_p[:, 0], 1e-30))
+    twist = 10.0 * np.log10(np.maximum(tone_p[:, 1], 1e-30) / np.maximum(tone_p[:, 0], 1e-30))
     ok = (
         (np.abs(rel) <= FREQ_TOLERANCE).all(axis=1)
         & (tone_p >= _P_MIN).all(axis=1)

@@ -101,6 +101,26 @@ class GoertzelBank:
             np.concatenate([np.cos(angle), -np.sin(angle)], axis=1).astype(self.dtype)
         )
 
+    def basis_at(self, start: int) -> npt.NDArray[np.floating]:
+        """The basis for a block whose first sample has absolute index ``start``.
+
+        Parameters
+        ----------
+        start : int
+            Absolute sample index of the block's first sample.
+
+        Returns
+        -------
+        basis : ndarray of ``self.dtype``, shape (n, 2 f)
+            ``x @ basis`` gives the real and imaginary parts (side by side) of
+            ``sum_n x[n] exp(-2j pi f (start + n) / fs)``.
+        """
+        n = start + np.arange(self.block, dtype=np.float64)[:, None]
+        angle = 2.0 * np.pi * self.freqs[None, :] * n / self.sample_rate
+        return np.ascontiguousarray(
+            np.concatenate([np.cos(angle), -np.sin(angle)], axis=1).astype(self.dtype)
+        )
+
     @property
     def n_freqs(self) -> int:
         """Number of filters, ``f``."""

@@ -64,9 +64,15 @@ def _build_encode_table() -> npt.NDArray[np.uint8]:
 
 
 _DECODE_INT16 = _build_decode_table()
-_DECODE_FLOAT = (_DECODE_INT16.astype(np.float32) / np.float32(32768.0)).astype(np.float32)
+_DECODE_FLOAT = _DECODE_INT16.astype(np.float32) / np.float32(32768.0)
 _ENCODE = _build_encode_table()
+# Two bytes at a time: a 64 Ki-entry table of float32 pairs, read as one uint64 per
+# pair, halves the gathers of the hot path. Built from native-order uint16 views, so it
+# is right on either endianness.
+_PAIR_CODES = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+_DECODE_PAIRS = np.ascontiguousarray(_DECODE_FLOAT[_PAIR_CODES]).view(np.uint64).reshape(-1)
 _DECODE_INT16.setflags(write=False)
+_DECODE_PAIRS.setflags(write=False)
 _DECODE_FLOAT.setflags(write=False)
 _ENCODE.setflags(write=False)
 
@@ -97,9 +103,12 @@ def decode(data: bytes | bytearray | memoryview | npt.NDArray[np.uint8]) -> npt.
         Linear samples, full scale 1.0 (``int16 / 32768``), in ``[-0.9803, 0.9803]``.
     """
     if isinstance(data, np.ndarray):
-        codes = data.astype(np.uint8, copy=False)
+        codes = np.ascontiguousarray(data, dtype=np.uint8)
     else:
         codes = np.frombuffer(data, dtype=np.uint8)
+    if codes.size >= 64 and codes.size % 2 == 0:
+        pairs = np.take(_DECODE_PAIRS, codes.reshape(-1).view(np.uint16))
+        return pairs.view(np.float32).reshape(codes.shape)
     return _DECODE_FLOAT[codes]
 
 
