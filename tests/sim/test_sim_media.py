@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 from conftest import ACCOUNT_SID, AUTH_TOKEN, Socket, TwimlApp, make_sim, until
 
 from handraise.dsp import mulaw
@@ -65,7 +64,6 @@ STREAM_TWIML = (
     "</Stream></Start>{rest}</Response>")
 
 
-@pytest.mark.slow
 async def test_ten_second_stream_has_500_frames_with_the_pressed_digits(
         twiml_app: TwimlApp) -> None:
     twiml_app.routes["/voice"] = lambda p: STREAM_TWIML.format(
