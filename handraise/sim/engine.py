@@ -568,6 +568,17 @@ class Engine:
             audio = speech_audio(self, duration_ms)
             for stream in list(call.streams.values()):
                 stream.inject(audio)
+        p = call.participant
+        if p is not None and p.conference.started and not p.muted and not p.hold:
+            # §3.3 "speaker": speech-start now, speech-stop when the caller falls silent.
+            self.conference_event(p.conference, "participant-speech-start", p)
+            asyncio.get_running_loop().call_later(
+                duration_ms / 1000 / max(self.config.stream_speed, 1e-3), self._speech_stop, p)
+
+    def _speech_stop(self, participant: Participant) -> None:
+        if participant.call.sid in participant.conference.participants:
+            self.conference_event(participant.conference, "participant-speech-stop",
+                                  participant)
 
     # ------------------------------------------------------------------ Gather
     async def _gather(self, call: Call, verb: Verb, doc_url: str) -> Transfer | None:
@@ -576,9 +587,14 @@ class Engine:
             finish_on_key=verb.attrs.get("finishOnKey", "#"),
         )
         timeout = self.wait_seconds(float(verb.attr("timeout", "5") or 5))
+        inputs = verb.attr("input", "dtmf").split()
+        if "speech" in inputs:
+            self.record_error(call, 0, "Gather input=speech is not emulated; only keys count",
+                              level="warning")
         self.emit("gather-start", call.sid, num_digits=gather.num_digits,
                   finish_on_key=gather.finish_on_key, timeout=timeout)
-        call.sinks.append(gather)
+        if "dtmf" in inputs:
+            call.sinks.append(gather)
         prompts = asyncio.ensure_future(self._gather_prompts(call, verb.children))
         try:
             # bargeIn: the first key stops the nested prompts.
@@ -599,7 +615,8 @@ class Engine:
                     break
                 gather.activity.clear()
         finally:
-            call.sinks.remove(gather)
+            if gather in call.sinks:
+                call.sinks.remove(gather)
             if not prompts.done():
                 prompts.cancel()
         digits = "".join(gather.digits)

@@ -222,3 +222,52 @@ async def test_rest_auth_and_error_shape(sim: Simulator) -> None:
     assert missing.status_code == 404
     assert body == {"code": 20404, "message": body["message"],
                     "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404}
+
+
+async def test_announce_to_all_speaker_events_and_inline_twiml(
+        twiml_app: TwimlApp, sim: Simulator) -> None:
+    twiml_app.routes["/voice"] = lambda p: (
+        '<Response><Dial><Conference statusCallback="/conf-events" '
+        'statusCallbackEvent="start speaker announcement">talk</Conference></Dial></Response>')
+    twiml_app.routes["/conf-events"] = lambda p: ""
+    twiml_app.routes["/to-all"] = lambda p: "<Response><Say>Five minutes left</Say></Response>"
+    first, second = sim.place_call(), sim.place_call()
+    start = await wait_callback(sim, "conference-start")
+    client = client_for(sim)
+    await asyncio.to_thread(client.conferences(start["ConferenceSid"]).update,
+                            announce_url=twiml_app.url + "/to-all")
+    done = await wait_callback(sim, "announcement-end")
+    assert "CallSid" not in done  # a conference announcement names no participant
+    for sid in (first, second):
+        assert "Five minutes left" in [e.get("text") for e in sim.transcript(sid)]
+    sim.speak(first, 50)
+    talk = await wait_callback(sim, "participant-speech-start", call_sid=first)
+    assert talk["Muted"] == "false"
+    await wait_callback(sim, "participant-speech-stop", call_sid=first)
+    call = await asyncio.to_thread(client.calls(second).update,
+                                   twiml="<Response><Say>Inline</Say></Response>")
+    assert call.sid == second
+    await sim.wait_event("call-ended", call_sid=second)
+    assert sim.transcript(second)[-1]["text"] == "Inline"
+    assert [h.params["StatusCallbackEvent"] for h in twiml_app.hits_to("/conf-events")] == [
+        "conference-start", "announcement-end", "participant-speech-start",
+        "participant-speech-stop"]
+
+
+async def test_kick_by_label_and_fetch(twiml_app: TwimlApp, sim: Simulator) -> None:
+    moderated_app(twiml_app)
+    sim.place_call("+15550100000")
+    caller = sim.place_call("+15550108888")
+    start = await wait_callback(sim, "conference-start")
+    client = client_for(sim)
+    conf = await asyncio.to_thread(client.conferences(start["ConferenceSid"]).fetch)
+    assert conf.status == "in-progress" and conf.friendly_name == "room-1"
+    fetched = await asyncio.to_thread(conf.participants("caller-8888").fetch)
+    assert fetched.call_sid == caller and fetched.muted is True and fetched.status == "connected"
+    assert await asyncio.to_thread(conf.participants("caller-8888").delete) is True
+    leave = await wait_callback(sim, "participant-leave", call_sid=caller)
+    assert leave["ParticipantCallStatus"] == "in-progress"
+    # The kicked call goes on with the verb after <Dial>.
+    await sim.wait_event("heard", call_sid=caller, text="after the conference")
+    still = await asyncio.to_thread(conf.fetch)
+    assert still.status == "in-progress"
