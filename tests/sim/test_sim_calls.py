@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ACCOUNT_SID, TwimlApp
+from simkit import ACCOUNT_SID, TwimlApp
 
 from handraise.sim import Simulator, TwimlError
 from handraise.sim.twiml import parse_twiml

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ACCOUNT_SID, AUTH_TOKEN, TwimlApp, make_sim
+from simkit import ACCOUNT_SID, AUTH_TOKEN, TwimlApp, make_sim
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 

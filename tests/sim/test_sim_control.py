@@ -7,7 +7,7 @@ import json
 import sys
 
 import httpx
-from conftest import ACCOUNT_SID, AUTH_TOKEN, TwimlApp, until
+from simkit import ACCOUNT_SID, AUTH_TOKEN, TwimlApp, until
 
 from handraise.sim import Simulator, free_port
 from handraise.sim.client import emulator_client

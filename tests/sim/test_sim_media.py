@@ -4,59 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from conftest import ACCOUNT_SID, AUTH_TOKEN, Socket, TwimlApp, make_sim, until
+from simkit import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    TwimlApp,
+    detect_digits,
+    make_sim,
+    media_of,
+    stream_audio,
+    until,
+)
 
-from handraise.dsp import mulaw
 from handraise.sim import Simulator
 from handraise.sim.client import emulator_client
-
-LOW = (697.0, 770.0, 852.0, 941.0)
-HIGH = (1209.0, 1336.0, 1477.0, 1633.0)
-KEYS = ("123A", "456B", "789C", "*0#D")
-
-
-def goertzel_power(block: npt.NDArray[np.float64], freq: float) -> float:
-    """Energy of ``block`` at ``freq`` (same scale as ``sum(block**2)``)."""
-    n = len(block)
-    coeff = 2.0 * np.cos(2.0 * np.pi * freq / 8000.0)
-    s1 = s2 = 0.0
-    for x in block:
-        s1, s2 = float(x) + coeff * s1 - s2, s1
-    return 2.0 * (s1 * s1 + s2 * s2 - coeff * s1 * s2) / n
-
-
-def detect_digits(audio: npt.NDArray[np.float64]) -> str:
-    """A deliberately simple DTMF check: 20 ms blocks dominated by one row + one column."""
-    found: list[str] = []
-    previous = ""
-    for start in range(0, len(audio) - 159, 160):
-        block = audio[start:start + 160]
-        energy = float(np.sum(block * block))
-        key = ""
-        if energy > 160 * 1e-4:  # well above the -65 dBm0 comfort noise
-            low = [goertzel_power(block, f) for f in LOW]
-            high = [goertzel_power(block, f) for f in HIGH]
-            r, c = int(np.argmax(low)), int(np.argmax(high))
-            if (low[r] + high[c]) > 0.6 * energy and min(low[r], high[c]) > 0.1 * energy:
-                key = KEYS[r][c]
-        if key and key != previous:
-            found.append(key)
-        previous = key
-    return "".join(found)
-
-
-def media_of(sock: Socket) -> list[dict[str, Any]]:
-    return [m for m in sock.messages if m["event"] == "media"]
-
-
-def stream_audio(sock: Socket) -> npt.NDArray[np.float64]:
-    payloads = b"".join(base64.b64decode(m["media"]["payload"]) for m in media_of(sock))
-    return np.asarray(mulaw.decode(payloads), dtype=np.float64)
-
 
 STREAM_TWIML = (
     '<Response><Start><Stream name="keys" url="{url}/ws/keys">'

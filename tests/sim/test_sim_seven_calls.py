@@ -12,8 +12,17 @@ import asyncio
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from conftest import ACCOUNT_SID, AUTH_TOKEN, Socket, TwimlApp, make_sim, until
-from test_sim_media import detect_digits, media_of, stream_audio
+from simkit import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    Socket,
+    TwimlApp,
+    detect_digits,
+    make_sim,
+    media_of,
+    stream_audio,
+    until,
+)
 
 from handraise.sim import Simulator
 from handraise.sim.client import emulator_client
