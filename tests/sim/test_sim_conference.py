@@ -75,11 +75,15 @@ async def test_moderated_conference_lifecycle(twiml_app: TwimlApp, sim: Simulato
     await sim.wait_event("conference", call_sid=caller, event="participant-join")
     heard = await sim.wait_event("heard", call_sid=caller, kind="wait")
     assert heard.data["text"] == "Please wait for the host"
+    client = client_for(sim)
+    # One waiting participant without startConferenceOnEnter: not started yet (§3.1, §4.2).
+    [waiting] = await asyncio.to_thread(client.conferences.list, friendly_name="room-1")
+    assert waiting.status == "init"
     host = sim.place_call("+15550100000")
     start = await wait_callback(sim, "conference-start")
     assert start.keys() >= ALL_EVENTS
     conf_sid = start["ConferenceSid"]
-    client = client_for(sim)
+    assert conf_sid == waiting.sid
 
     # Mute, unmute and hold through the official client (§4.1), callbacks per §3.3.
     p = await asyncio.to_thread(
