@@ -46,7 +46,9 @@ async def test_ten_second_stream_has_500_frames_with_the_pressed_digits(
     events = [m["event"] for m in sock.messages]
     assert events[:2] == ["connected", "start"] and events[-1] == "stop"
     media = media_of(sock)
-    assert 495 <= len(media) <= 505  # 10 s of 20 ms frames, give or take scheduling
+    # 10 s of 20 ms frames. The count follows the wall clock (x5), so a loaded machine may
+    # add or drop a few; the timestamps below are exact.
+    assert 480 <= len(media) <= 520
     assert [m["media"]["chunk"] for m in media] == [str(i) for i in range(1, len(media) + 1)]
     assert [m["media"]["timestamp"] for m in media] == [str(20 * i) for i in range(len(media))]
     seqs = [m["sequenceNumber"] for m in sock.messages[1:]]

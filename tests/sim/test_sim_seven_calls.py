@@ -130,7 +130,7 @@ def check_callbacks(hits: list[dict[str, str]]) -> None:
 
 async def test_seven_calls_in_one_moderated_conference(twiml_app: TwimlApp) -> None:
     early = install_app(twiml_app)
-    async with make_sim(twiml_app, wait_time_scale=0.1) as sim:
+    async with make_sim(twiml_app, wait_time_scale=0.25) as sim:
         client = emulator_client(sim.base_url, ACCOUNT_SID, AUTH_TOKEN)
         host = sim.place_call("+15550100000")
         await answer(sim, host, HOST_CODE)
