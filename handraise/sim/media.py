@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 FRAME_MS = 20
+SEQ: Any = object()  # placeholder: "number this message when it is sent"
 FRAME_SAMPLES = synth.FRAME_BYTES  # 160 samples = 160 mu-law bytes = 20 ms at 8 kHz
 TRACK_NAMES = {"inbound_track": ["inbound"], "outbound_track": ["outbound"],
                "both_tracks": ["inbound", "outbound"]}
@@ -90,6 +91,7 @@ class MediaStream(DigitSink):
         self._pending: list[FloatArray] = []
         self._pending_offset = 0
         self._stop = asyncio.Event()
+        self._send_lock = asyncio.Lock()
         self._ws: ClientConnection | None = None
         self.task: asyncio.Task[None] | None = None
         self._background = self._make_background()
@@ -119,7 +121,7 @@ class MediaStream(DigitSink):
             return False
         self.dtmf_sent.append(digit)
         self.engine.spawn(self._send({"event": "dtmf", "streamSid": self.sid,
-                                      "sequenceNumber": self._next_seq(),
+                                      "sequenceNumber": SEQ,
                                       "dtmf": {"track": "inbound_track", "digit": digit}}))
         return True
 
@@ -145,10 +147,18 @@ class MediaStream(DigitSink):
         return str(self.sequence)
 
     async def _send(self, message: dict[str, Any]) -> None:
+        """Send one message; a ``SEQ`` placeholder gets the next sequenceNumber.
+
+        Numbering under the lock keeps sequenceNumber increasing on the wire even when a
+        ``dtmf`` or ``mark`` is sent from another task than the media pump (§1.4).
+        """
         if self._ws is None:
             return
-        with contextlib.suppress(WebSocketException, OSError):
-            await self._ws.send(json.dumps(message))
+        async with self._send_lock:
+            if message.get("sequenceNumber") is SEQ:
+                message["sequenceNumber"] = self._next_seq()
+            with contextlib.suppress(WebSocketException, OSError):
+                await self._ws.send(json.dumps(message))
 
     async def run(self) -> None:
         engine, call = self.engine, self.call
@@ -171,7 +181,7 @@ class MediaStream(DigitSink):
             await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
             await self._send({
                 "event": "start",
-                "sequenceNumber": self._next_seq(),
+                "sequenceNumber": SEQ,
                 "start": {
                     "accountSid": engine.config.account_sid,
                     "streamSid": self.sid,
@@ -188,7 +198,7 @@ class MediaStream(DigitSink):
             server_closed = receiver.done()
             receiver.cancel()
             if not server_closed:
-                await self._send({"event": "stop", "sequenceNumber": self._next_seq(),
+                await self._send({"event": "stop", "sequenceNumber": SEQ,
                                   "stop": {"accountSid": engine.config.account_sid,
                                            "callSid": call.sid},
                                   "streamSid": self.sid})
@@ -218,7 +228,7 @@ class MediaStream(DigitSink):
                         payload = base64.b64encode(mulaw.encode(self._next_frame())).decode()
                     else:
                         payload = silence  # the emulator mixes no conference audio
-                    await self._send({"event": "media", "sequenceNumber": self._next_seq(),
+                    await self._send({"event": "media", "sequenceNumber": SEQ,
                                       "media": {"track": track, "chunk": str(chunks[track]),
                                                 "timestamp": timestamp, "payload": payload},
                                       "streamSid": self.sid})
@@ -243,7 +253,7 @@ class MediaStream(DigitSink):
                 event = str(message.get("event"))
                 self.received[event] = self.received.get(event, 0) + 1
                 if self.bidirectional and event == "mark":
-                    await self._send({"event": "mark", "sequenceNumber": self._next_seq(),
+                    await self._send({"event": "mark", "sequenceNumber": SEQ,
                                       "streamSid": self.sid, "mark": message.get("mark", {})})
 
     def _finish(self) -> None:

@@ -145,6 +145,8 @@ async def test_connect_stream_sends_dtmf_and_blocks(twiml_app: TwimlApp, sim: Si
     dtmf = [m for m in sock.messages if m["event"] == "dtmf"]
     assert [m["dtmf"] for m in dtmf] == [{"track": "inbound_track", "digit": "4"},
                                          {"track": "inbound_track", "digit": "2"}]
+    seqs = [m["sequenceNumber"] for m in sock.messages[1:]]
+    assert seqs == [str(i) for i in range(1, len(seqs) + 1)]  # dtmf shares the numbering
 
 
 async def test_speech_is_audible_in_the_stream(twiml_app: TwimlApp, sim: Simulator) -> None:
