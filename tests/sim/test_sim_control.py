@@ -7,10 +7,11 @@ import json
 import sys
 
 import httpx
+import pytest
 from simkit import ACCOUNT_SID, AUTH_TOKEN, TwimlApp, until
 
 from handraise.sim import Simulator, free_port
-from handraise.sim.client import emulator_client
+from handraise.sim.client import async_emulator_client, emulator_client
 
 GATHER = ('<Response><Gather numDigits="2" finishOnKey="" action="/hand" timeout="30">'
           "<Say>Press star 1</Say></Gather></Response>")
@@ -94,3 +95,20 @@ async def test_command_line_emulator_runs_against_any_app(twiml_app: TwimlApp) -
     finally:
         proc.terminate()
         await proc.wait()
+
+
+# twilio's own aiohttp client uses aiohttp's deprecated BasicAuth; not ours to fix.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_async_twilio_client_works_on_the_same_loop(
+        twiml_app: TwimlApp, sim: Simulator) -> None:
+    twiml_app.routes["/voice"] = lambda p: (
+        '<Response><Dial><Conference participantLabel="solo">r</Conference></Dial></Response>')
+    sid = sim.place_call()
+    await sim.wait_event("conference", call_sid=sid, event="participant-join")
+    client = async_emulator_client(sim.base_url, ACCOUNT_SID, AUTH_TOKEN)
+    try:
+        [conf] = await client.conferences.list_async(friendly_name="r")
+        p = await client.conferences(conf.sid).participants("solo").update_async(muted=True)
+        assert p.muted is True and p.call_sid == sid
+    finally:
+        await client.http_client.close()
