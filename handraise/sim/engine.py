@@ -648,6 +648,11 @@ class Engine:
                 self.record_error(call, 16025, f"participantLabel {label!r} already in use in "
                                                f"conference {name!r}")
                 return None  # §3.2: not added, call continues with the next verb
+        coach = noun.attrs.get("coach")
+        if coach is not None and (conference is None or coach not in conference.participants):
+            # §3.1: an invalid coach CallSid fails the call to the action URL with 13240.
+            self.record_error(call, 13240, "Dial->Conference: Invalid Whisper SID")
+            return self._dial_action(verb, doc_url, "failed")
         if conference and len(conference.participants) >= conference.max_participants:
             self.record_error(call, 16020, f"Conference {name!r} is full")
             return self._dial_action(verb, doc_url, "failed")

@@ -275,3 +275,20 @@ async def test_kick_by_label_and_fetch(twiml_app: TwimlApp, sim: Simulator) -> N
     await sim.wait_event("heard", call_sid=caller, text="after the conference")
     still = await asyncio.to_thread(conf.fetch)
     assert still.status == "in-progress"
+
+
+@pytest.mark.parametrize(("attrs", "code"), [
+    ('participantLabel="CA0123456789abcdef0123456789abcdef"', 16023),
+    ('participantLabel="a/b"', 16023),
+    ('coach="CA00000000000000000000000000000000"', 13240),
+])
+async def test_bad_conference_attributes_are_reported(
+        twiml_app: TwimlApp, sim: Simulator, attrs: str, code: int) -> None:
+    twiml_app.routes["/voice"] = lambda p: (
+        f"<Response><Dial><Conference {attrs}>r</Conference></Dial>"
+        "<Say>next verb</Say></Response>")
+    sid = sim.place_call()
+    error = await sim.wait_event("error", call_sid=sid)
+    assert error.data["code"] == code
+    await sim.wait_event("heard", call_sid=sid, text="next verb")
+    assert sim.engine.active_conference("r") is None
