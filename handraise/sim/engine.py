@@ -1050,6 +1050,8 @@ class _StarSink(DigitSink):
         if digit != "*":
             return False
         # §0.3 hangupOnStar: * takes the caller out of the conference to the Dial action.
+        # The ReasonParticipantLeft Twilio reports for this is not documented [UNCONFIRMED];
+        # participant_hung_up is the closest §3.3 value (the caller's leg left the room).
         self.participant.call.leave_reason = "participant_hung_up"
         self.participant.finish("star")
         return True
