@@ -83,7 +83,7 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         """Liveness plus Redis reachability (503 when Redis cannot be reached)."""
         try:
             await asyncio.wait_for(services(app).redis.ping(), timeout=2.0)
-        except (*REDIS_ERRORS, asyncio.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:  # includes TimeoutError (an OSError)
             log.warning("healthz: redis unreachable: %s", exc)
             return jsonify(status="unavailable", redis="unreachable",
                            detail="Redis cannot be reached; hands cannot be raised until it is back."), 503

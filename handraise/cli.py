@@ -9,10 +9,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .config import ConfigError, Settings
 from .errors import HandraiseError
+from .events import REDIS_ERRORS
 from .store import RedisNotFound, connect
 
 log = logging.getLogger("handraise")
@@ -151,7 +153,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     config.accesslog = None
     app = create_app(settings)
     print(f"handraise serving on http://{host}:{port}  (health: /healthz)", flush=True)
-    asyncio.run(hypercorn_serve(app, config))  # type: ignore[arg-type]
+    asyncio.run(hypercorn_serve(app, config))
     return 0
 
 
@@ -199,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         quiet = args.command == "rooms" and "HANDRAISE_LOG_LEVEL" not in os.environ
         logging.basicConfig(
-            level="WARNING" if quiet else settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            level="WARNING" if quiet else settings.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         if args.command == "serve":
             return serve(settings, args.host, args.port, args.workers)
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             print("handraise demo: coming with the Twilio emulator (handraise/sim). "
                   "Meanwhile: handraise rooms create --name Standup", file=sys.stderr)
             return 2
-        handlers: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
+        handlers: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
             "create": _rooms_create, "list": _rooms_list, "show": _rooms_show,
             "close": _rooms_close,
         }
@@ -222,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     except RedisNotFound as exc:
         print(f"handraise: {exc}", file=sys.stderr)
         return 2
+    except REDIS_ERRORS as exc:
+        where = settings.redis_url or "the embedded server"
+        print(f"handraise: cannot reach Redis at {where} ({exc}); is it running?", file=sys.stderr)
+        return 1
     except HandraiseError as exc:
         print(f"handraise: {exc.message}", file=sys.stderr)
         return 1

@@ -66,7 +66,11 @@ class Settings:
             public_url = _check_http_url("HANDRAISE_PUBLIC_URL", public_url).rstrip("/")
         redis_url = get("HANDRAISE_REDIS_URL")
         if redis_url is not None:
-            scheme = urlsplit(redis_url).scheme
+            try:
+                scheme = urlsplit(redis_url).scheme
+                urlsplit(redis_url).port  # noqa: B018 - raises on a malformed host or port
+            except ValueError:
+                scheme = ""
             if scheme not in {"redis", "rediss", "unix"}:
                 raise ConfigError(
                     f"HANDRAISE_REDIS_URL is {redis_url!r}: it should hold {_WHAT['HANDRAISE_REDIS_URL']}."
@@ -125,7 +129,11 @@ class Settings:
 
 
 def _check_http_url(name: str, value: str) -> str:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a malformed host or port
+    except ValueError:
+        raise ConfigError(f"{name} is {value!r}: it should hold {_WHAT[name]}.") from None
     if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
         raise ConfigError(f"{name} is {value!r}: it should hold {_WHAT[name]}.")
     return value

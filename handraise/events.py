@@ -11,7 +11,9 @@ each event to every local subscriber. A browser costs a queue, not a Redis conne
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -125,7 +127,9 @@ class Subscription:
     def __init__(self, room: str, maxsize: int) -> None:
         self.room = room
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self._backlog: collections.deque[Event] = collections.deque()
         self._last: tuple[int, int] = (0, 0)
+        #: Id of the last event delivered (or the starting point): resume from here.
         self.last_id: str | None = None
         self._lagged = False
 
@@ -135,16 +139,20 @@ class Subscription:
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
-            self._lagged = True
-            # Make room for the wake-up marker; the consumer resumes from its last id.
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+            self._offer_lag()
+
+    def _offer_lag(self) -> None:
+        # Drop what is queued rather than skip one event: the consumer is told to
+        # resume from its last delivered id, and the stream gives it all back.
+        self._lagged = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
 
     async def get(self) -> Event:
         """Next event; raises :class:`SubscriptionLagged` if this consumer fell behind."""
         while True:
-            event = await self._queue.get()
+            event = self._backlog.popleft() if self._backlog else await self._queue.get()
             if event is None:
                 raise SubscriptionLagged(self.room)
             if event.type != RESET:
@@ -169,21 +177,20 @@ class _RoomReader:
         self.subscribers: set[Subscription] = set()
         self.task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.stopped = False
 
     async def run(self) -> None:
         redis = self.hub.redis
         stream = key(self.room, "events")
         last: str | None = None
         delay = 0.1
-        while True:
+        while not self.stopped:
             try:
                 if last is None:
                     last = await last_event_id(redis, self.room)
                     self.ready.set()
                 reply = await redis.xread({stream: last}, count=500, block=self.hub.block_ms)
                 delay = 0.1
-            except asyncio.CancelledError:
-                raise
             except REDIS_ERRORS as exc:
                 log.warning("event reader for room %s lost Redis (%s); retrying", self.room, exc)
                 await asyncio.sleep(delay)  # back-off before reconnecting, not synchronisation
@@ -215,6 +222,7 @@ class EventHub:
         self.block_ms = block_ms
         self.queue_size = queue_size
         self._readers: dict[str, _RoomReader] = {}
+        self._stopping: set[_RoomReader] = set()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, room: str, after: str | None = None) -> AsyncIterator[Subscription]:
@@ -225,6 +233,7 @@ class EventHub:
         if reader is None:
             reader = self._readers[room] = _RoomReader(self, room)
             reader.task = asyncio.create_task(reader.run(), name=f"events:{room}")
+            reader.task.add_done_callback(functools.partial(self._reader_done, reader))
         sub = Subscription(room, self.queue_size)
         reader.subscribers.add(sub)
         try:
@@ -238,11 +247,20 @@ class EventHub:
         finally:
             reader.subscribers.discard(sub)
             if not reader.subscribers and self._readers.get(room) is reader:
+                # Not cancelled: cancelling redis-py mid-XREAD can leave the task stuck
+                # (seen with redis-py 8). The reader ends after its current XREAD block.
                 del self._readers[room]
-                if reader.task is not None:
-                    reader.task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader.task
+                reader.stopped = True
+                self._stopping.add(reader)
+
+    def _reader_done(self, reader: _RoomReader, task: asyncio.Task[None]) -> None:
+        self._stopping.discard(reader)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event reader for room %s failed", reader.room, exc_info=task.exception())
+            if self._readers.get(reader.room) is reader:
+                del self._readers[reader.room]
+                for sub in reader.subscribers:
+                    sub._offer_lag()
 
     async def _backfill(self, sub: Subscription, room: str, after: str) -> None:
         stream = key(room, "events")
@@ -250,27 +268,27 @@ class EventHub:
             first = await self.redis.xrange(stream, min="-", max="+", count=1)
             if first and parse_id(first[0][0]) > parse_id(after):
                 # Older than anything kept: events may have been trimmed away.
-                sub._queue.put_nowait(
-                    Event(id=after, type=RESET, room=room, participant=None, at=0)
-                )
+                sub._backlog.append(Event(id=after, type=RESET, room=room, participant=None, at=0))
         sub._last = parse_id(after)
+        sub.last_id = after
         cursor = after
         while True:
             batch = await read_events(self.redis, room, cursor, count=500)
-            for event in batch:
-                sub._offer(event)
+            sub._backlog.extend(batch)
             if len(batch) < 500:
                 break
             cursor = batch[-1].id
 
     async def close(self) -> None:
-        readers = list(self._readers.values())
+        """Stop every reader; returns once they have finished their last XREAD."""
+        readers = [*self._readers.values(), *self._stopping]
         self._readers.clear()
+        self._stopping.clear()
         for reader in readers:
-            if reader.task is not None:
-                reader.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader.task
+            reader.stopped = True
+        tasks = [r.task for r in readers if r.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.block_ms / 1000 + 5)
 
 
 # --- Server-sent events -------------------------------------------------------------------

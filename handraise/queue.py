@@ -439,6 +439,6 @@ def _participant(room: str, pid: str, h: dict[str, str]) -> Participant:
         name=h.get("name") or None,
         muted=h.get("muted", "1") == "1",
         hold=h.get("hold") == "1",
-        channels=tuple(c for c in h.get("channels", "").split(",") if c in CHANNELS),  # type: ignore[misc]
+        channels=_channels(c for c in h.get("channels", "").split(",") if c in CHANNELS),
         joined_at=int(h.get("joined_at", "0")),
     )

@@ -9,6 +9,7 @@ as a hash, the participant code in the clear because the host shows it to everyo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import secrets
@@ -44,7 +45,7 @@ def _random_code() -> str:
     while True:
         code = f"{secrets.randbelow(1_000_000):06d}"
         digits = [int(c) for c in code]
-        steps = {b - a for a, b in zip(digits, digits[1:], strict=False)}
+        steps = {b - a for a, b in itertools.pairwise(digits)}
         if len(steps) > 1:  # not 111111, 123456, 654321, ...
             return code
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import redis as syncredis
 import redis.asyncio as aioredis
@@ -36,7 +36,8 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 
-Redis = aioredis.Redis
+#: The asyncio client type (decode_responses=True: every reply is str).
+Redis: TypeAlias = aioredis.Redis
 
 
 def key(room: str, *parts: str) -> str:
@@ -139,7 +140,7 @@ class EmbeddedRedis:
         self._users: IO[bytes] | None = None
 
     def _lock(self, name: str) -> IO[bytes]:
-        return open(self.data_dir / name, "a+b")  # noqa: SIM115 - held for the process lifetime
+        return open(self.data_dir / name, "a+b")
 
     def _alive(self) -> bool:
         try:

@@ -1,0 +1,5 @@
+import sys
+
+from handraise.cli import main
+
+sys.exit(main())
