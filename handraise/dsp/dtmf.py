@@ -17,12 +17,14 @@ A window holds a key when all of these hold for the strongest tone of each group
 * **level**: knowing the frequency error, the window's attenuation of an off-nominal
   tone is undone, giving each tone's true power; both must be above -38 dBm0;
 * **twist**: high minus low group between -9.5 and +5.5 dB (must accept -8..+4);
-* **purity**: the two tones carry at least 85 % of the window's energy. This rejects
+* **balance**: each tone is present in both halves (power ratio at least 0.3);
+* **purity**: the two tones carry at least 90 % of the window's energy. This rejects
   speech and music, noise beyond about 8 dB SNR, and also windows only partly filled by
   a tone, which is what makes the duration rules exact.
 
-Timing: a key starts once three windows hold it (a tone of 26 ms or less never fills
-three windows to 85 %; one of 40 ms fills at least four); up to six windows without it
+Timing: a key starts once three windows hold it (three windows 5 ms apart are all
+90 % full only for a tone of about 26 ms or more: measured, tones up to 24 ms are never
+accepted, tones of 33 ms and more always); up to six windows without it
 may fall between those three, so a dropout does not restart the count. It ends after
 eight consecutive windows without it (a 10 ms dropout spoils at most six, a 40 ms pause
 at least eleven). A different key confirmed in the meantime ends the current one.
@@ -70,8 +72,10 @@ MIN_TONE_DBM0 = -38.0
 """Weakest accepted tone (each of the pair), dBm0."""
 TWIST_MIN_DB = -9.5
 TWIST_MAX_DB = 5.5
-PURITY = 0.85
+PURITY = 0.9
 """Least fraction of the window energy the two tones must carry."""
+BALANCE = 0.3
+"""Least power ratio between the window's two halves, for each tone."""
 SCREEN = 0.33
 """Least fraction of energy in the two strongest bins (uncorrected) to look closer."""
 
@@ -127,16 +131,20 @@ def _bases() -> npt.NDArray[np.float32]:
     """Goertzel bases with absolute phase for every sub-block position in one second.
 
     DTMF frequencies are whole hertz, so the phase pattern repeats every 8000 samples
-    (200 sub-blocks) however long a stream runs: shape (200, 40, 16).
+    (200 sub-blocks) however long a stream runs: shape (200, 40, 17), the last column
+    summing the samples.
     """
     bank = GoertzelBank(_FREQS, SUB_BLOCK, SAMPLE_RATE, dtype=np.float64)
     period = SAMPLE_RATE // SUB_BLOCK
     table = np.stack([bank.basis_at(SUB_BLOCK * k) for k in range(period)])
-    return np.ascontiguousarray(table.astype(np.float32))
+    # A 17th column of ones gives each sub-block's sum, to take the DC out of energies.
+    ones = np.ones((period, SUB_BLOCK, 1))
+    return np.ascontiguousarray(np.concatenate([table, ones], axis=2).astype(np.float32))
 
 
 _BASES = _bases()
 _PERIOD = _BASES.shape[0]
+_COLS = _BASES.shape[2]
 
 
 class DetectorBank:
@@ -159,7 +167,7 @@ class DetectorBank:
         s = n_streams
         self._n = 0  # global index of the next sub-block's first sample
         self._pending = np.zeros((s, 0), dtype=np.float32)
-        self._hist_x = np.zeros((WINDOW_BLOCKS - 1, s, 16), dtype=np.float32)
+        self._hist_x = np.zeros((WINDOW_BLOCKS - 1, s, _COLS), dtype=np.float32)
         self._hist_e = np.zeros((WINDOW_BLOCKS - 1, s), dtype=np.float32)
         self._t0 = np.zeros(s, dtype=np.int64)
         self._cur = np.full(s, -1, dtype=np.int16)
@@ -263,7 +271,7 @@ class DetectorBank:
         blocks = a.reshape(s, m, SUB_BLOCK).transpose(1, 0, 2)  # (m, s, 40)
         first = (self._n // SUB_BLOCK) % _PERIOD
         bases = _BASES[(first + np.arange(m)) % _PERIOD]  # (m, 40, 16)
-        xc = np.empty((m + k, s, 16), dtype=np.float32)
+        xc = np.empty((m + k, s, _COLS), dtype=np.float32)
         xc[:k] = self._hist_x
         np.matmul(blocks, bases, out=xc[k:])
         ec = np.empty((m + k, s), dtype=np.float32)
@@ -359,9 +367,10 @@ def _classify(
 
     Parameters
     ----------
-    y, h1, h2 : ndarray of float32, shape (m, s, 16)
+    y, h1, h2 : ndarray of float32, shape (m, s, 17)
         Window DFT and its two halves' DFTs (absolute phase) at the eight frequencies:
-        real parts in ``[..., :8]``, imaginary parts in ``[..., 8:]``.
+        real parts in ``[..., :8]``, imaginary parts in ``[..., 8:16]``; ``[..., 16]``
+        is the sum of the samples.
     ew : ndarray of float32, shape (m, s)
         Window energy (sum of squares).
 
@@ -371,7 +380,10 @@ def _classify(
     """
     sq = y * y
     p = sq[..., :8]
-    p += sq[..., 8:]
+    p += sq[..., 8:16]
+    # Energy without the window's mean: rumble and DC are not in the voice band and
+    # must not count against a key's purity (pink noise puts much of its power there).
+    ew = ew - sq[..., 16] * (1.0 / WINDOW)
     # Pairwise maxima: numpy reductions along a short last axis are slow.
     mx = np.maximum
     top = mx(mx(p[..., 0], p[..., 1]), mx(p[..., 2], p[..., 3]))
@@ -387,11 +399,16 @@ def _classify(
     k_hi = pc[:, 4:].argmax(axis=1) + 4
     rows = np.arange(idx.size)[:, None]
     kk = np.stack([k_lo, k_hi], axis=1)  # (c, 2)
-    h1c = h1.reshape(-1, 16)[idx].astype(np.float64)
-    h2c = h2.reshape(-1, 16)[idx].astype(np.float64)
+    h1c = h1.reshape(-1, _COLS)[idx].astype(np.float64)
+    h2c = h2.reshape(-1, _COLS)[idx].astype(np.float64)
     a = h1c[rows, kk] + 1j * h1c[rows, kk + 8]
     b = h2c[rows, kk] + 1j * h2c[rows, kk + 8]
     mag2 = pc[rows, kk].astype(np.float64)
+    # Both halves of the window must hold each tone: a tone filling only the end of a
+    # window has a meaningless phase in the other half and must not be "corrected".
+    pa = a.real * a.real + a.imag * a.imag
+    pb = b.real * b.real + b.imag * b.imag
+    balanced = (np.minimum(pa, pb) >= BALANCE * np.maximum(pa, pb)).all(axis=1)
     # Phase advance over half a window -> frequency error in rad/sample.
     delta = np.angle(b * np.conj(a)) / _HALF
     rel = delta * SAMPLE_RATE / (2.0 * np.pi * _FREQS[kk])
@@ -413,6 +430,7 @@ def _classify(
         & (twist <= TWIST_MAX_DB)
         & (purity >= PURITY)
         & (purity <= 1.25)
+        & balanced
     )
     codes.reshape(-1)[idx[ok]] = (4 * k_lo[ok] + (k_hi[ok] - 4)).astype(np.int16)
     return codes
@@ -488,9 +506,7 @@ def detect(audio: bytes | npt.ArrayLike) -> list[DigitEvent]:
         In time order.
     """
     det = DtmfDetector()
-    if isinstance(audio, bytes | bytearray | memoryview):
-        out = det.feed(audio)
-    else:
-        out = det.feed_linear(audio)
+    is_mulaw = isinstance(audio, bytes | bytearray | memoryview)
+    out = det.feed(audio) if is_mulaw else det.feed_linear(audio)  # type: ignore[arg-type]
     out += det.flush()
     return [e for e in out if isinstance(e, DigitEvent)]
