@@ -12,8 +12,10 @@ the cost of a 5 ms block.
 A window holds a key when all of these hold for the strongest tone of each group:
 
 * **frequency**: the phase advance of the tone between the two 10 ms halves of the
-  window measures its frequency; it must be within 2.5 % of nominal (Q.24: accept
-  1.5 %, reject 3.5 %);
+  window measures its frequency; it must be within 2.2 % of nominal (Q.24: accept
+  1.5 %, reject 3.5 %), and the pair must not be a 2:1 or 3:2 harmonic pair (within
+  0.8 %), which a single musical note makes and a real key cannot (its ratios stay at
+  least 1.3 % away even with both tones 1.5 % off);
 * **level**: knowing the frequency error, the window's attenuation of an off-nominal
   tone is undone, giving each tone's true power; both must be above -38 dBm0;
 * **twist**: high minus low group between -9.5 and +5.5 dB (must accept -8..+4);
@@ -66,7 +68,7 @@ END_MISSES = 8
 """Consecutive windows without the key before it is reported as ended."""
 CAND_BRIDGE = 6
 """Windows without the key that a not-yet-confirmed key may span (a 10 ms dropout)."""
-FREQ_TOLERANCE = 0.025
+FREQ_TOLERANCE = 0.022
 """Largest accepted relative frequency error of each tone."""
 MIN_TONE_DBM0 = -38.0
 """Weakest accepted tone (each of the pair), dBm0."""
@@ -74,6 +76,8 @@ TWIST_MIN_DB = -9.5
 TWIST_MAX_DB = 5.5
 PURITY = 0.9
 """Least fraction of the window energy the two tones must carry."""
+HARMONIC_GUARD = 0.008
+"""Pairs whose measured ratio is this close to 2:1 or 3:2 are one harmonic sound."""
 BALANCE = 0.3
 """Least power ratio between the window's two halves, for each tone."""
 SCREEN = 0.33
@@ -423,8 +427,16 @@ def _classify(
     e = ew.reshape(-1)[idx].astype(np.float64)
     purity = (tone_p[:, 0] + tone_p[:, 1]) * WINDOW / np.maximum(e, 1e-30)
     twist = 10.0 * np.log10(np.maximum(tone_p[:, 1], 1e-30) / np.maximum(tone_p[:, 0], 1e-30))
+    # A single musical note's fundamental and octave (or its 2nd and 3rd harmonics) can
+    # land near a key's pair; true keys are never that close to 2:1 or 3:2.
+    est = _FREQS[kk] * (1.0 + rel)
+    ratio = est[:, 1] / est[:, 0]
+    harmonic = (np.abs(ratio / 2.0 - 1.0) < HARMONIC_GUARD) | (
+        np.abs(ratio / 1.5 - 1.0) < HARMONIC_GUARD
+    )
     ok = (
         (np.abs(rel) <= FREQ_TOLERANCE).all(axis=1)
+        & ~harmonic
         & (tone_p >= _P_MIN).all(axis=1)
         & (twist >= TWIST_MIN_DB)
         & (twist <= TWIST_MAX_DB)

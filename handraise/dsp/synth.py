@@ -21,6 +21,7 @@ __all__ = [
     "add_noise",
     "concat",
     "dtmf",
+    "music_like",
     "noise",
     "samples",
     "silence",
@@ -460,3 +461,87 @@ def to_frames(x: npt.ArrayLike, frame_bytes: int = FRAME_BYTES) -> list[bytes]:
     pad = (-len(data)) % frame_bytes
     data += bytes([mulaw.SILENCE_BYTE]) * pad
     return [data[i : i + frame_bytes] for i in range(0, len(data), frame_bytes)]
+
+
+_CHORDS = ((0, 4, 7), (0, 3, 7), (0, 7), (0, 4, 7, 10), (0, 5, 9), (0, 12), (0, 4, 7, 11))
+
+
+def _note_hz(semitones_from_a4: npt.ArrayLike) -> FloatArray:
+    return np.asarray(440.0 * 2.0 ** (np.asarray(semitones_from_a4, dtype=np.float64) / 12.0))
+
+
+def music_like(
+    duration_ms: float,
+    *,
+    kind: str = "chords",
+    level_dbm0: float = -18.0,
+    rng: np.random.Generator | None = None,
+) -> FloatArray:
+    """Synthetic music for talk-off tests (hold music, a caller's radio, singing).
+
+    Parameters
+    ----------
+    duration_ms : float
+        Duration in milliseconds.
+    kind : {"chords", "harmonics", "sung"}
+        ``"chords"``: changing chords of two to four equal-tempered notes, each with a
+        natural series of harmonics, plucked or held. ``"harmonics"``: a single melody
+        line with a rich, slowly changing harmonic spectrum and vibrato.
+        ``"sung"``: sung vowels, long notes with vibrato through vowel formants.
+    level_dbm0 : float
+        Mean level in dBm0.
+    rng : numpy.random.Generator, optional
+        Source of randomness (default: fixed seed 0).
+
+    Returns
+    -------
+    x : ndarray of float64, shape (round(duration_ms * 8),)
+    """
+    gen = _rng(rng)
+    n = samples(duration_ms)
+    x = np.zeros(n)
+    fs = float(SAMPLE_RATE)
+    pos = 0
+    while pos < n:
+        length = min(n - pos, samples(gen.uniform(200, 1200)))
+        t = np.arange(length) / fs
+        if kind == "chords":
+            root = gen.integers(-24, 10)
+            intervals = _CHORDS[int(gen.integers(len(_CHORDS)))]
+            notes = _note_hz(root + np.asarray(intervals))
+            decay = gen.uniform(0.5, 6.0)
+            env = np.exp(-decay * t) * (1 - np.exp(-t * 200))
+            for f in notes:
+                k = np.arange(1, int(3900 / f) + 1)
+                amps = gen.uniform(0.3, 1.0, k.size) / k ** gen.uniform(0.7, 1.5)
+                ph = gen.uniform(0, 2 * np.pi, k.size)
+                x[pos : pos + length] += env * (
+                    amps[:, None] * np.sin(2 * np.pi * f * k[:, None] * t + ph[:, None])
+                ).sum(axis=0)
+        elif kind in ("harmonics", "sung"):
+            f0 = float(_note_hz(gen.integers(-24, 14 if kind == "sung" else 20)))
+            vib = 1 + gen.uniform(0.003, 0.012) * np.sin(2 * np.pi * gen.uniform(4.5, 6.5) * t)
+            phase = 2 * np.pi * np.cumsum(f0 * vib) / fs
+            k = np.arange(1, int(3900 / f0) + 1)
+            if kind == "sung":
+                formants = _VOWELS[int(gen.integers(len(_VOWELS)))]
+                fk = f0 * k
+                gain = 1.0 / k
+                for j in range(3):
+                    gain = gain * formants[j] ** 2 / np.sqrt(
+                        (formants[j] ** 2 - fk**2) ** 2 + (fk * _FORMANT_BW[j]) ** 2
+                    )
+            else:
+                gain = gen.uniform(0.2, 1.0, k.size) / k ** gen.uniform(0.5, 1.2)
+            env = np.minimum(1.0, t / 0.05) * np.minimum(1.0, (t[-1] - t + 1e-3) / 0.05)
+            ph = gen.uniform(0, 2 * np.pi, k.size)
+            x[pos : pos + length] += env * (
+                gain[:, None] * np.sin(k[:, None] * phase[None, :] + ph[:, None])
+            ).sum(axis=0)
+        else:
+            raise ValueError(f"unknown music kind {kind!r}: use 'chords', 'harmonics' or 'sung'")
+        pos += length
+    power = float(np.mean(x * x)) if n else 0.0
+    if power > 0:
+        x *= mulaw.DBM0_RMS * 10.0 ** (level_dbm0 / 20.0) / np.sqrt(power)
+    return x
