@@ -204,12 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             level="WARNING" if quiet else settings.log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
         if args.command == "serve":
             return serve(settings, args.host, args.port, args.workers)
         if args.command == "demo":
-            print("handraise demo: coming with the Twilio emulator (handraise/sim). "
-                  "Meanwhile: handraise rooms create --name Standup", file=sys.stderr)
-            return 2
+            from .demo import run_demo
+
+            asyncio.run(run_demo(settings, host=args.host, port=args.port))
+            return 0
         handlers: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
             "create": _rooms_create, "list": _rooms_list, "show": _rooms_show,
             "close": _rooms_close,
