@@ -24,14 +24,14 @@ import argparse
 import asyncio
 import contextlib
 import random
-import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 from handraise.events import EventHub, Subscription
 from handraise.queue import Queue
 from handraise.rooms import create_room
-from handraise.store import client_from_url, free_port, spawn_redis_server, wait_until_ready
+from handraise.store import client_from_url, scratch_redis
 
 
 def pct(values: list[float], q: float) -> float:
@@ -120,16 +120,5 @@ if __name__ == "__main__":
     parser.add_argument("--ops", type=int, default=4000)
     parser.add_argument("--events", type=int, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as workdir:
-        port = free_port()
-        proc = spawn_redis_server(["--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", workdir])
-        try:
-            wait_until_ready({"host": "127.0.0.1", "port": port})
-            asyncio.run(main(args, f"redis://127.0.0.1:{port}/0"))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with tempfile.TemporaryDirectory() as workdir, scratch_redis(Path(workdir)) as url:
+        asyncio.run(main(args, url))

@@ -38,7 +38,34 @@ local function emit(stream, maxlen, ev)
   if ev.at == nil then ev.at = math.floor(now_us() / 1000) end
   return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', cjson.encode(ev))
 end
+-- Sets the fields of hash whose stored string differs from encoded[field]; copies
+-- their typed values into ev. Returns how many changed.
+local function set_changed(hash, encoded_json, typed_json, ev)
+  local encoded, typed, n = cjson.decode(encoded_json), cjson.decode(typed_json), 0
+  for field, value in pairs(encoded) do
+    if redis.call('HGET', hash, field) ~= value then
+      redis.call('HSET', hash, field, value)
+      ev[field] = typed[field]
+      n = n + 1
+    end
+  end
+  return n
+end
 """
+
+
+def encode_changes(typed: dict[str, Any]) -> tuple[str, str]:
+    """The two JSON arguments of ``set_changed``: values as stored in a hash, and as typed."""
+
+    def stored(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return ",".join(v)
+        if isinstance(v, bool):
+            return "1" if v else "0"
+        return str(v)
+
+    typed = {k: list(v) if isinstance(v, tuple) else v for k, v in typed.items()}
+    return json.dumps({k: stored(v) for k, v in typed.items()}), json.dumps(typed)
 
 #: Event type sent to a subscriber whose resume point fell off the capped stream: the
 #: consumer must reload the whole state instead of applying deltas.

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from redis.exceptions import ResponseError
 
 from .errors import Invalid, NotFound
-from .events import LUA_EMIT
+from .events import LUA_EMIT, encode_changes
 from .rooms import DEFAULT_MAXLEN, Role, new_id
 from .store import Redis, key
 
@@ -148,17 +148,8 @@ return 1
 _UPDATE = _HEAD + """
 -- ARGV 4: encoded fields json, 5: typed fields json
 if not present(ARGV[3]) then return redis.error_reply('no such participant') end
-local encoded = cjson.decode(ARGV[4])
-local typed = cjson.decode(ARGV[5])
 local ev = {type='participant.updated', room=ARGV[2], participant=ARGV[3]}
-local n = 0
-for k, v in pairs(encoded) do
-  if redis.call('HGET', KEYS[5], k) ~= v then
-    redis.call('HSET', KEYS[5], k, v)
-    ev[k] = typed[k]
-    n = n + 1
-  end
-end
+local n = set_changed(KEYS[5], ARGV[4], ARGV[5], ev)
 if n > 0 then emit(KEYS[4], ARGV[1], ev) end
 return n
 """
@@ -322,26 +313,20 @@ class Queue:
         call_sid: str | None = None,
     ) -> int:
         """Change participant fields; one event names the fields that changed. Returns the count."""
-        typed: dict[str, Any] = {}
-        encoded: dict[str, str] = {}
-        for k, v in {"muted": muted, "hold": hold}.items():
-            if v is not None:
-                typed[k], encoded[k] = v, _b(v)
+        typed: dict[str, Any] = {
+            k: v for k, v in {"muted": muted, "hold": hold, "label": label, "call_sid": call_sid}.items()
+            if v is not None
+        }
         if name is not None:
             name = name.strip()
             if len(name) > 60 or any(ord(c) < 32 for c in name):
                 raise Invalid("A name can be at most 60 printable characters.")
-            typed["name"] = encoded["name"] = name
-        if label is not None:
-            typed["label"] = encoded["label"] = label
-        if call_sid is not None:
-            typed["call_sid"] = encoded["call_sid"] = call_sid
+            typed["name"] = name
         if channels is not None:
-            chans = _channels(channels)
-            typed["channels"], encoded["channels"] = list(chans), ",".join(chans)
-        if not encoded:
+            typed["channels"] = _channels(channels)
+        if not typed:
             return 0
-        return int(await self._run("update", room, pid, json.dumps(encoded), json.dumps(typed)))
+        return int(await self._run("update", room, pid, *encode_changes(typed)))
 
     async def participant(self, room: str, pid: str) -> Participant:
         h = await self.redis.hgetall(key(room, "p", pid))

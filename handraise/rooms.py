@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import re
 import secrets
 import unicodedata
@@ -20,7 +19,7 @@ from typing import Literal
 from redis.exceptions import ResponseError
 
 from .errors import Conflict, Invalid, NotFound
-from .events import LUA_EMIT
+from .events import LUA_EMIT, encode_changes
 from .store import Redis, global_key, key
 
 KeypadMode = Literal["stream", "star"]
@@ -131,18 +130,10 @@ return 1
 _UPDATE = LUA_EMIT + """
 -- KEYS: room, events ; ARGV: maxlen, room_id, encoded json, typed json
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('no such room') end
-local encoded = cjson.decode(ARGV[3])
-local typed = cjson.decode(ARGV[4])
 local ev = {type='room.updated', room=ARGV[2]}
-local n = 0
-for field, value in pairs(encoded) do
-  if redis.call('HGET', KEYS[1], field) ~= value then
-    redis.call('HSET', KEYS[1], field, value)
-    ev[field] = typed[field]
-    n = n + 1
-  end
-end
-if n > 0 then emit(KEYS[2], ARGV[1], ev) end
+if set_changed(KEYS[1], ARGV[3], ARGV[4], ev) == 0 then return 0 end
+emit(KEYS[2], ARGV[1], ev)
+return 1
 return n
 """
 
@@ -265,8 +256,8 @@ async def update_room(
     end_on_host_exit: bool | None = None,
     conference_sid: str | None = None,
     maxlen: int = DEFAULT_MAXLEN,
-) -> int:
-    """Change room settings; one ``room.updated`` event lists what changed. Returns the count."""
+) -> bool:
+    """Change room settings; one ``room.updated`` event lists what changed. True if any did."""
     typed: dict[str, object] = {}
     if name is not None:
         typed["name"] = clean_name(name)
@@ -279,13 +270,12 @@ async def update_room(
     if conference_sid is not None:
         typed["conference_sid"] = conference_sid
     if not typed:
-        return 0
-    encoded = {k: ("1" if v else "0") if isinstance(v, bool) else str(v) for k, v in typed.items()}
+        return False
     try:
-        return int(
+        return bool(
             await redis.eval(
                 _UPDATE, 2, key(room_id, "room"), key(room_id, "events"), maxlen, room_id,
-                json.dumps(encoded), json.dumps(typed),
+                *encode_changes(typed),
             )
         )
     except ResponseError as exc:

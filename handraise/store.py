@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeAlias
@@ -110,6 +110,28 @@ def spawn_redis_server(
         stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+@contextlib.contextmanager
+def scratch_redis(workdir: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port, without persistence; yields its URL.
+
+    For tests and benchmarks, which want a real server they own.
+    """
+    port = free_port()
+    proc = spawn_redis_server(
+        ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)]
+    )
+    try:
+        wait_until_ready({"host": "127.0.0.1", "port": port})
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def free_port() -> int:
