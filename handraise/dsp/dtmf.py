@@ -20,14 +20,16 @@ A window holds a key when all of these hold for the strongest tone of each group
   tone is undone, giving each tone's true power; both must be above -38 dBm0;
 * **twist**: high minus low group between -9.5 and +5.5 dB (must accept -8..+4);
 * **balance**: each tone is present in both halves (power ratio at least 0.3);
-* **purity**: the two tones carry at least 90 % of the window's energy. This rejects
-  speech and music, noise beyond about 8 dB SNR, and also windows only partly filled by
-  a tone, which is what makes the duration rules exact.
+* **purity**: the two tones carry at least 90 % of the window's energy, not counting
+  the window's mean (rumble and DC are outside the voice band; pink noise puts much of
+  its power there). This rejects speech and music, white noise beyond about 11 dB SNR,
+  and windows only partly filled by a tone, which is what makes the duration rules
+  exact.
 
 Timing: a key starts once three windows hold it (three windows 5 ms apart are all
 90 % full only for a tone of about 26 ms or more: measured, tones up to 24 ms are never
-accepted, tones of 33 ms and more always); up to six windows without it
-may fall between those three, so a dropout does not restart the count. It ends after
+accepted, tones of 33 ms and more always); up to six windows without it may fall
+between those three, so a dropout does not restart the count. It ends after
 eight consecutive windows without it (a 10 ms dropout spoils at most six, a 40 ms pause
 at least eleven). A different key confirmed in the meantime ends the current one.
 
@@ -258,7 +260,8 @@ class DetectorBank:
     # -- internals ----------------------------------------------------------------
 
     def _ms(self, stream: int, n: int) -> float:
-        return (n - int(self._t0[stream])) * 1000.0 / SAMPLE_RATE
+        # A first window may reach a few samples before the stream began.
+        return max(0, n - int(self._t0[stream])) * 1000.0 / SAMPLE_RATE
 
     def _end_event(self, s: int) -> DigitEvent:
         return DigitEvent(
