@@ -184,6 +184,7 @@ class DetectorBank:
         self._cand_start = np.zeros(s, dtype=np.int64)
         self._start = np.zeros(s, dtype=np.int64)
         self._last_end = np.zeros(s, dtype=np.int64)
+        self._busy = False  # any stream mid-key or counting a candidate
 
     # -- public API ---------------------------------------------------------------
 
@@ -243,6 +244,7 @@ class DetectorBank:
         self._cand[:] = -1
         self._miss[:] = 0
         self._cmiss[:] = 0
+        self._busy = False
         return events
 
     def reset(self, stream: int) -> None:
@@ -277,7 +279,9 @@ class DetectorBank:
         k = WINDOW_BLOCKS - 1
         blocks = a.reshape(s, m, SUB_BLOCK).transpose(1, 0, 2)  # (m, s, 40)
         first = (self._n // SUB_BLOCK) % _PERIOD
-        bases = _BASES[(first + np.arange(m)) % _PERIOD]  # (m, 40, 16)
+        wraps = first + m > _PERIOD
+        # (m, 40, 17); a view unless the one-second phase pattern wraps around.
+        bases = _BASES[(first + np.arange(m)) % _PERIOD] if wraps else _BASES[first : first + m]
         xc = np.empty((m + k, s, _COLS), dtype=np.float32)
         xc[:k] = self._hist_x
         np.matmul(blocks, bases, out=xc[k:])
@@ -295,12 +299,17 @@ class DetectorBank:
 
         n0 = self._n
         self._n += usable
+        if codes is None and not self._busy:
+            return []  # the common case: nothing key-like anywhere, nobody mid-key
+        if codes is None:
+            codes = np.full((m, s), -1, dtype=np.int16)
         return self._advance(np.ascontiguousarray(codes.T), n0)
 
     def _advance(self, codes: npt.NDArray[np.int16], n0: int) -> list[tuple[int, Event]]:
         busy = (self._cur >= 0) | (self._run > 0)
         act = np.flatnonzero(busy | (codes >= 0).any(axis=1))
         if act.size == 0:
+            self._busy = False
             return []
         events: list[tuple[int, Event]] = []
         cur = self._cur[act]
@@ -361,6 +370,8 @@ class DetectorBank:
         self._cand_start[act] = cand_start
         self._start[act] = start
         self._last_end[act] = last_end
+        # Streams outside ``act`` were idle and stayed idle.
+        self._busy = bool((cur >= 0).any() or (run > 0).any())
         return events
 
 
@@ -369,8 +380,8 @@ def _classify(
     h1: npt.NDArray[np.float32],
     h2: npt.NDArray[np.float32],
     ew: npt.NDArray[np.float32],
-) -> npt.NDArray[np.int16]:
-    """Key code (4 row + col) held by each window, or -1.
+) -> npt.NDArray[np.int16] | None:
+    """Key code (4 row + col) held by each window, or -1; None when no window holds one.
 
     Parameters
     ----------
@@ -383,7 +394,7 @@ def _classify(
 
     Returns
     -------
-    codes : ndarray of int16, shape (m, s)
+    codes : ndarray of int16, shape (m, s), or None
     """
     sq = y * y
     p = sq[..., :8]
@@ -397,10 +408,9 @@ def _classify(
     top += mx(mx(p[..., 4], p[..., 5]), mx(p[..., 6], p[..., 7]))
     # rho_raw = 2 (|Y_lo|^2 + |Y_hi|^2) / (L E): screen before the costly checks.
     screen = (top >= (SCREEN * WINDOW / 2) * ew) & (ew >= WINDOW * 2 * _P_MIN)
-    codes = np.full(ew.shape, -1, dtype=np.int16)
     idx = np.flatnonzero(screen)
     if idx.size == 0:
-        return codes
+        return None
     pc = p.reshape(-1, 8)[idx]
     k_lo = pc[:, :4].argmax(axis=1)
     k_hi = pc[:, 4:].argmax(axis=1) + 4
@@ -447,6 +457,9 @@ def _classify(
         & (purity <= 1.25)
         & balanced
     )
+    if not ok.any():
+        return None
+    codes = np.full(ew.shape, -1, dtype=np.int16)
     codes.reshape(-1)[idx[ok]] = (4 * k_lo[ok] + (k_hi[ok] - 4)).astype(np.int16)
     return codes
 
