@@ -68,6 +68,8 @@ START_HITS = 3
 """Consecutive windows holding a key before it is reported as started."""
 END_MISSES = 8
 """Consecutive windows without the key before it is reported as ended."""
+SCALAR_STREAMS = 16
+"""Up to this many active streams, the state machine runs in plain Python."""
 CAND_BRIDGE = 6
 """Windows without the key that a not-yet-confirmed key may span (a 10 ms dropout)."""
 FREQ_TOLERANCE = 0.022
@@ -311,6 +313,8 @@ class DetectorBank:
         if act.size == 0:
             self._busy = False
             return []
+        if act.size <= SCALAR_STREAMS:
+            return self._advance_scalar(codes, n0, act)
         events: list[tuple[int, Event]] = []
         cur = self._cur[act]
         cand = self._cand[act]
@@ -329,14 +333,16 @@ class DetectorBank:
             in_digit = cur >= 0
             same = valid & (d == cand)
             fresh = valid & ~same
-            cmiss = np.where(valid, 0, cmiss + 1).astype(np.int16)
+            cmiss = np.where(valid, 0, np.minimum(cmiss + 1, CAND_BRIDGE + 1)).astype(np.int16)
             lapsed = cmiss > CAND_BRIDGE
-            run = np.where(same, run + 1, np.where(fresh, 1, np.where(lapsed, 0, run)))
+            grown = np.minimum(run + 1, START_HITS)
+            run = np.where(same, grown, np.where(fresh, 1, np.where(lapsed, 0, run)))
             run = run.astype(np.int16)
             cand_start = np.where(fresh, w_start, cand_start)
             cand = np.where(fresh, d, np.where(lapsed, -1, cand)).astype(np.int16)
             cont = in_digit & valid & (d == cur)
-            miss = np.where(cont, 0, np.where(in_digit, miss + 1, 0)).astype(np.int16)
+            missed = np.minimum(miss + 1, END_MISSES)
+            miss = np.where(cont, 0, np.where(in_digit, missed, 0)).astype(np.int16)
             last_end = np.where(cont, w_end, last_end)
             confirm = valid & (run >= START_HITS) & (d != cur)
             ending = in_digit & ((miss >= END_MISSES) | confirm)
@@ -372,6 +378,53 @@ class DetectorBank:
         self._last_end[act] = last_end
         # Streams outside ``act`` were idle and stayed idle.
         self._busy = bool((cur >= 0).any() or (run > 0).any())
+        return events
+
+    def _advance_scalar(
+        self, codes: npt.NDArray[np.int16], n0: int, act: npt.NDArray[np.intp]
+    ) -> list[tuple[int, Event]]:
+        """The same state machine as :meth:`_advance`, one stream at a time in plain
+        Python: cheaper than numpy calls when only a few streams are active."""
+        events: list[tuple[int, Event]] = []
+        busy = False
+        for st in act.tolist():
+            cur, cand = int(self._cur[st]), int(self._cand[st])
+            run, miss, cmiss = int(self._run[st]), int(self._miss[st]), int(self._cmiss[st])
+            cand_start, start = int(self._cand_start[st]), int(self._start[st])
+            last_end = int(self._last_end[st])
+            for j, d in enumerate(codes[st].tolist()):
+                w_start = n0 + SUB_BLOCK * (j - (WINDOW_BLOCKS - 1))
+                w_end = n0 + SUB_BLOCK * (j + 1)
+                valid = d >= 0
+                in_digit = cur >= 0
+                same = valid and d == cand
+                fresh = valid and not same
+                cmiss = 0 if valid else min(cmiss + 1, CAND_BRIDGE + 1)
+                lapsed = cmiss > CAND_BRIDGE
+                if same:
+                    run = min(run + 1, START_HITS)
+                elif fresh:
+                    run, cand, cand_start = 1, d, w_start
+                elif lapsed:
+                    run, cand = 0, -1
+                cont = in_digit and valid and d == cur
+                if cont:
+                    miss, last_end = 0, w_end
+                else:
+                    miss = min(miss + 1, END_MISSES) if in_digit else 0
+                confirm = valid and run >= START_HITS and d != cur
+                if in_digit and (miss >= END_MISSES or confirm):
+                    ended = DigitEvent(_KEYS[cur], self._ms(st, start), self._ms(st, last_end))
+                    events.append((st, ended))
+                    cur = -1
+                if confirm:
+                    events.append((st, DigitStart(_KEYS[d], self._ms(st, cand_start))))
+                    cur, start, last_end, miss = d, cand_start, w_end, 0
+            self._cur[st], self._cand[st] = cur, cand
+            self._run[st], self._miss[st], self._cmiss[st] = run, miss, cmiss
+            self._cand_start[st], self._start[st], self._last_end[st] = cand_start, start, last_end
+            busy = busy or cur >= 0 or run > 0
+        self._busy = busy
         return events
 
 

@@ -304,3 +304,36 @@ def test_a_bank_rejects_frames_of_the_wrong_shape() -> None:
     bank = DetectorBank(3)
     with pytest.raises(ValueError, match="shape"):
         bank.feed(np.zeros((2, 160), dtype=np.uint8))
+
+
+def test_a_busy_bank_gives_the_same_events_as_one_detector_per_stream() -> None:
+    # Over SCALAR_STREAMS streams active at once: the vectorised state machine runs.
+    rng = np.random.default_rng(18)
+    signals = []
+    for _ in range(24):
+        keys = "".join(rng.choice(list(KEYS), 6))
+        signals.append(
+            synth.add_noise(
+                synth.concat(
+                    synth.silence(float(rng.uniform(0, 100))),
+                    synth.dtmf(keys, tone_ms=float(rng.uniform(40, 120)),
+                               gap_ms=float(rng.uniform(40, 90)), rng=rng),
+                    synth.with_dropout(synth.dtmf("5", tone_ms=2000, rng=rng), 500.0, 8.0),
+                ),
+                float(rng.uniform(14, 30)),
+                rng=rng,
+            )
+        )
+    n = max(s.size for s in signals)
+    rows = [mulaw.encode(synth.concat(s, synth.silence((n - s.size) / 8.0))) for s in signals]
+    frames = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)
+    bank = DetectorBank(len(rows))
+    got: list[list[DigitStart | DigitEvent]] = [[] for _ in rows]
+    for a in range(0, n, 160):
+        for stream, ev in bank.feed(frames[:, a : a + 160]):
+            got[stream].append(ev)
+    for stream, ev in bank.flush():
+        got[stream].append(ev)
+    expected = [run(DtmfDetector(), [row]) for row in rows]
+    assert got == expected
+    assert all(sum(isinstance(e, DigitEvent) for e in evs) == 7 for evs in got)
