@@ -57,3 +57,23 @@ def test_fifteen_minutes_of_music_give_no_false_key_and_no_false_command() -> No
     keys, commands = false_keys_and_commands(corpus.music_corpus(15, seed=12))
     assert keys == []
     assert commands == []
+
+
+def test_telephone_band_resamples_to_8_khz_and_keeps_only_300_to_3400_hz() -> None:
+    fs = 22050
+    t = np.arange(fs) / fs
+    x = 0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 100 * t)
+    y = corpus.telephone_band(x + 0.3 * np.sin(2 * np.pi * 3900 * t), fs)
+    assert y.size == 8000
+    spec = np.abs(np.fft.rfft(y)) / 4000  # 1 Hz bins, amplitude
+    assert spec[1000] == pytest.approx(0.3, rel=1e-3)
+    assert spec[100] < 1e-6
+    assert spec[3900] < 1e-6
+
+
+def test_the_music_corpus_is_deterministic_and_a_minute_a_piece() -> None:
+    a = corpus.music_corpus(3, seed=5)
+    b = corpus.music_corpus(3, seed=5)
+    assert [p.size for p in a] == [480_000] * 3
+    for p, q in zip(a, b, strict=True):
+        np.testing.assert_array_equal(p, q)
