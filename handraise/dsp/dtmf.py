@@ -65,7 +65,7 @@ WINDOW_BLOCKS = 4
 WINDOW = SUB_BLOCK * WINDOW_BLOCKS
 """Samples per analysis window (20 ms)."""
 START_HITS = 3
-"""Consecutive windows holding a key before it is reported as started."""
+"""Windows holding a key (up to ``CAND_BRIDGE`` misses apart) before it is started."""
 END_MISSES = 8
 """Consecutive windows without the key before it is reported as ended."""
 SCALAR_STREAMS = 16
@@ -103,7 +103,7 @@ class DigitStart:
     digit : str
         ``0-9``, ``*``, ``#`` or ``A-D``.
     start_ms : float
-        When the tone began, in ms from the start of the stream (±5 ms).
+        When the tone began, in ms from the start of the stream (±10 ms).
     """
 
     digit: str
@@ -119,7 +119,7 @@ class DigitEvent:
     digit : str
         ``0-9``, ``*``, ``#`` or ``A-D``.
     start_ms, end_ms : float
-        When the tone began and ended, in ms from the start of the stream (±5 ms).
+        When the tone began and ended, in ms from the start of the stream (±10 ms).
     """
 
     digit: str
