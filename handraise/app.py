@@ -93,6 +93,9 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
     async def handle_domain_error(error: HandraiseError) -> Any:
         return jsonify(error=error.message), error.status
 
+    from .phone.webhooks import init_phone  # here: webhooks imports this module
+
+    init_phone(app)  # after start_services, so the phone services find the core ones
     return app
 
 

@@ -134,7 +134,6 @@ local ev = {type='room.updated', room=ARGV[2]}
 if set_changed(KEYS[1], ARGV[3], ARGV[4], ev) == 0 then return 0 end
 emit(KEYS[2], ARGV[1], ev)
 return 1
-return n
 """
 
 

@@ -1,0 +1,316 @@
+"""Host controls over Twilio's REST API: mute, call on, done, lower, prompt, remove, end.
+
+Two layers:
+
+* :class:`TwilioControl` is the thin REST edge (the official ``twilio`` client, async
+  calls only, base URL from ``HANDRAISE_TWILIO_API_URL``). Each call returns a
+  :class:`RestOutcome` instead of raising: ``ok``, ``gone`` (Twilio 20404, the caller
+  already left) or ``failed`` (anything else, with a sentence for the host).
+* :class:`HostControls` is what the dashboard's buttons call. It keeps Redis and Twilio in
+  step: the REST call first, local state only when it succeeded, local clean-up when the
+  caller turned out to be gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from ..config import DEFAULT_TWILIO_API_URL, Settings
+from ..errors import HandraiseError, NotFound
+from ..pins import revoke_pin
+from ..queue import Participant, Queue
+from ..rooms import Room, get_room, update_room
+from ..store import Redis
+from .twiml import PhoneUrls
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["ok", "gone", "failed"]
+
+
+@dataclass(frozen=True)
+class RestOutcome:
+    kind: OutcomeKind
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What a host action did, with a sentence fit for the dashboard."""
+
+    ok: bool
+    message: str
+    participant: str | None = None
+
+
+class _BaseUrlHttpClient(AsyncTwilioHttpClient):
+    """``twilio``'s async HTTP client sending ``https://api.twilio.com`` requests elsewhere.
+
+    A custom ``http_client`` is the library's documented extension point; the REST client
+    itself always builds api.twilio.com URLs.
+    """
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base_url = base_url.rstrip("/")
+
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        if url.startswith(DEFAULT_TWILIO_API_URL):
+            url = self.base_url + url[len(DEFAULT_TWILIO_API_URL):]
+        response: Response = await super().request(method, url, *args, **kwargs)
+        return response
+
+
+class TwilioControl:
+    """Outbound REST calls. Create inside a running event loop; ``await close()`` at the end."""
+
+    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+        self._http: AsyncTwilioHttpClient | None = None
+        self._client: Client | None = None
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            if settings.twilio_api_url.rstrip("/") == DEFAULT_TWILIO_API_URL:
+                self._http = AsyncTwilioHttpClient(timeout=timeout)
+            else:
+                self._http = _BaseUrlHttpClient(settings.twilio_api_url, timeout=timeout)
+            self._client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                                  http_client=self._http)
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def _do(self, what: str, call: Any) -> RestOutcome:
+        if self._client is None:
+            return RestOutcome("failed", "Twilio is not configured (TWILIO_ACCOUNT_SID and "
+                                         "TWILIO_AUTH_TOKEN), so calls cannot be controlled.")
+        try:
+            await call(self._client)
+        except TwilioRestException as exc:
+            if exc.status == 404 or exc.code == 20404:
+                log.info("twilio: %s: not found (the call already left)", what)
+                return RestOutcome("gone", "That caller has already left the call.")
+            log.warning("twilio: %s failed: %s %s", what, exc.code, exc.msg)
+            return RestOutcome("failed", f"Twilio refused to {what} (error {exc.code}): {exc.msg}")
+        except (TwilioException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("twilio: %s failed: %r", what, exc)
+            return RestOutcome("failed", f"Could not reach Twilio to {what}; nothing was changed.")
+        return RestOutcome("ok")
+
+    def _participant(self, client: Client, conference_sid: str, who: str) -> Any:
+        return client.conferences(conference_sid).participants(who)
+
+    async def set_muted(self, conference_sid: str, who: str, muted: bool) -> RestOutcome:
+        return await self._do(
+            "mute the caller" if muted else "unmute the caller",
+            lambda c: self._participant(c, conference_sid, who).update_async(muted=muted),
+        )
+
+    async def announce_to(self, conference_sid: str, who: str, url: str) -> RestOutcome:
+        return await self._do(
+            "play a private announcement",
+            lambda c: self._participant(c, conference_sid, who).update_async(
+                announce_url=url, announce_method="POST"),
+        )
+
+    async def kick(self, conference_sid: str, who: str) -> RestOutcome:
+        return await self._do(
+            "remove the caller", lambda c: self._participant(c, conference_sid, who).delete_async())
+
+    async def redirect(self, call_sid: str, url: str) -> RestOutcome:
+        return await self._do(
+            "redirect the call", lambda c: c.calls(call_sid).update_async(url=url, method="POST"))
+
+    async def end_conference(self, conference_sid: str) -> RestOutcome:
+        return await self._do(
+            "end the conference",
+            lambda c: c.conferences(conference_sid).update_async(status="completed"))
+
+
+async def forget_participant(queue: Queue, room: str, pid: str, *, reason: str) -> bool:
+    """Remove a participant whose call is gone: hand, speaker state and web PIN go too."""
+    left = await queue.leave(room, pid, reason=reason)
+    await revoke_pin(queue.redis, room, pid)
+    return left
+
+
+async def clear_conference(queue: Queue, room: str, *, reason: str = "conference-ended") -> int:
+    """The conference ended: every participant leaves, the room forgets its conference."""
+    state = await queue.snapshot(room)
+    for p in state.participants:
+        await forget_participant(queue, room, p.id, reason=reason)
+    with contextlib.suppress(NotFound):
+        await update_room(queue.redis, room, conference_sid="", maxlen=queue.maxlen)
+    return len(state.participants)
+
+
+class HostControls:
+    """The host's buttons. Every method returns an :class:`ActionResult`, never raises for
+    Twilio trouble; domain errors (unknown participant…) come back as ``ok=False`` too."""
+
+    def __init__(self, queue: Queue, twilio: TwilioControl, urls: PhoneUrls) -> None:
+        self.queue = queue
+        self.redis: Redis = queue.redis
+        self.twilio = twilio
+        self.urls = urls
+
+    async def _target(self, room: str, pid: str) -> tuple[Room, Participant]:
+        return await get_room(self.redis, room), await self.queue.participant(room, pid)
+
+    @staticmethod
+    def _who(p: Participant) -> str:
+        return p.label or p.call_sid or p.id
+
+    async def _gone(self, room: str, pid: str) -> ActionResult:
+        await forget_participant(self.queue, room, pid, reason="gone")
+        return ActionResult(False, "That caller has already left the call.", pid)
+
+    async def _set_muted(self, room: str, pid: str, muted: bool) -> ActionResult:
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if not r.conference_sid:
+            return ActionResult(False, "The conference has not started yet.", pid)
+        outcome = await self.twilio.set_muted(r.conference_sid, self._who(p), muted)
+        if outcome.kind == "gone":
+            return await self._gone(room, pid)
+        if not outcome.ok:
+            return ActionResult(False, outcome.message, pid)
+        await self.queue.update(room, pid, muted=muted)
+        log.info("room %s: %s %s", room, "muted" if muted else "unmuted", pid)
+        return ActionResult(True, "Muted." if muted else "Unmuted.", pid)
+
+    async def _announce(self, room: str, pid: str, key: str, n: int | None = None) -> None:
+        """A private prompt to one caller; failure is logged, not fatal (the action happened)."""
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError:
+            return
+        if r.conference_sid:
+            await self.twilio.announce_to(r.conference_sid, self._who(p), self.urls.announce(key, n))
+
+    async def mute(self, room: str, pid: str) -> ActionResult:
+        return await self._set_muted(room, pid, True)
+
+    async def unmute(self, room: str, pid: str) -> ActionResult:
+        return await self._set_muted(room, pid, False)
+
+    async def call_on(self, room: str, pid: str | None = None) -> ActionResult:
+        """Unmute ``pid`` (or the first raised hand), make them the speaker, tell them privately."""
+        if pid is None:
+            hands = await self.queue.queue(room)
+            if not hands:
+                return ActionResult(False, "No hand is raised.")
+            pid = hands[0].participant
+        previous = await self.queue.speaker(room)
+        result = await self._set_muted(room, pid, False)
+        if not result.ok:
+            return result
+        await self.queue.call_on(room, pid, by="host")
+        if previous and previous != pid:
+            await self._set_muted(room, previous, True)
+        await self._announce(room, pid, "live")
+        return ActionResult(True, "They are live.", pid)
+
+    async def done(self, room: str, pid: str | None = None) -> ActionResult:
+        """End the current speaker's turn: mute them again."""
+        pid = pid or await self.queue.speaker(room)
+        if pid is None:
+            return ActionResult(False, "Nobody is speaking.")
+        result = await self._set_muted(room, pid, True)
+        if not result.ok:
+            return result
+        await self.queue.done_speaking(room, pid, by="host")
+        return ActionResult(True, "Done; they are muted again.", pid)
+
+    async def lower_hand(self, room: str, pid: str) -> ActionResult:
+        try:
+            lowered = await self.queue.lower_hand(room, pid, by="host")
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if not lowered:
+            return ActionResult(False, "Their hand was not raised.", pid)
+        await self._announce(room, pid, "lowered")
+        return ActionResult(True, "Hand lowered.", pid)
+
+    async def lower_all(self, room: str) -> ActionResult:
+        n = await self.queue.lower_all(room, by="host")
+        return ActionResult(True, f"{n} hand{'s' if n != 1 else ''} lowered.")
+
+    async def mute_all(self, room: str) -> ActionResult:
+        """Mute every caller except hosts; the speaker's turn ends."""
+        state = await self.queue.snapshot(room)
+        targets = [p for p in state.participants if p.role != "host" and not p.muted]
+        results = await asyncio.gather(*(self._set_muted(room, p.id, True) for p in targets))
+        if state.speaker:
+            await self.queue.done_speaking(room, state.speaker, by="host")
+        failed = [r for r in results if not r.ok]
+        if failed:
+            return ActionResult(False, f"Muted {len(results) - len(failed)} of {len(results)}: "
+                                       f"{failed[0].message}")
+        return ActionResult(True, f"Muted {len(results)} caller{'s' if len(results) != 1 else ''}.")
+
+    async def remove(self, room: str, pid: str) -> ActionResult:
+        """Take a caller out of the conference (their call ends)."""
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if r.conference_sid:
+            outcome = await self.twilio.kick(r.conference_sid, self._who(p))
+        elif p.call_sid:
+            outcome = RestOutcome("failed", "The conference has not started yet.")
+        else:
+            outcome = RestOutcome("gone")
+        if not outcome.ok and outcome.kind != "gone":
+            return ActionResult(False, outcome.message, pid)
+        await forget_participant(self.queue, room, pid, reason="removed")
+        log.info("room %s: removed %s", room, pid)
+        return ActionResult(True, "Removed from the call.", pid)
+
+    async def end_conference(self, room: str) -> ActionResult:
+        """End the conference for everyone; the room stays open for a later meeting."""
+        try:
+            r = await get_room(self.redis, room)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message)
+        if r.conference_sid:
+            outcome = await self.twilio.end_conference(r.conference_sid)
+            if not outcome.ok and outcome.kind != "gone":
+                return ActionResult(False, outcome.message)
+        n = await clear_conference(self.queue, room)
+        log.info("room %s: conference ended by the host (%d participants)", room, n)
+        return ActionResult(True, "The conference has ended.")
+
+    async def prompt(self, room: str, pid: str) -> ActionResult:
+        """Pull one caller into a short "press star 1" Gather and back, state intact."""
+        try:
+            _, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if not p.call_sid:
+            return ActionResult(False, "That participant has no phone call.", pid)
+        outcome = await self.twilio.redirect(p.call_sid, self.urls.prompt(room, pid))
+        if outcome.kind == "gone":
+            return await self._gone(room, pid)
+        if not outcome.ok:
+            return ActionResult(False, outcome.message, pid)
+        return ActionResult(True, "They are being asked.", pid)

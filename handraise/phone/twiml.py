@@ -1,0 +1,296 @@
+"""Pure TwiML builders for the phone channel (no Quart, no Redis).
+
+Every function returns the XML text of one ``<Response>``. URLs are passed in, already
+absolute (built by the webhooks from ``HANDRAISE_PUBLIC_URL``), so these functions stay
+deterministic and testable by parsing their output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from twilio.twiml.voice_response import VoiceResponse
+
+#: Conference events we subscribe to (TWILIO.md §3.3).
+CONFERENCE_EVENTS = "start end join leave mute hold"
+CODE_DIGITS = 6
+MAX_CODE_ATTEMPTS = 3
+
+#: Private announcements (participant AnnounceUrl): message key -> text. ``{n}`` is a position.
+ANNOUNCEMENTS: dict[str, str] = {
+    "live": "You are live. Go ahead.",
+    "done": "Thank you. You are muted again.",
+    "lowered": "Your hand was lowered.",
+    "raised": "Hand raised. You are number {n} in line.",
+    "muted": "You have been muted.",
+    "unavailable": "Hand raising is briefly unavailable. Please stay on the line.",
+}
+
+
+@dataclass(frozen=True)
+class ConferenceJoin:
+    """What ``<Dial><Conference>`` needs, for host and participants alike."""
+
+    conference_name: str
+    label: str
+    status_callback: str
+    wait_url: str
+    action_url: str
+    muted: bool
+    host: bool
+    end_on_exit: bool = False
+    hangup_on_star: bool = False
+
+
+def _xml(response: VoiceResponse) -> str:
+    return str(response.to_xml())
+
+
+def spoken_digits(digits: str) -> str:
+    """``"418529"`` -> ``"4, 1, 8, 5, 2, 9"``: read one digit at a time."""
+    return ", ".join(digits)
+
+
+def spoken_url(url: str) -> str:
+    """``https://hr.example.org/p`` -> ``"h r dot example dot org slash p"``-ish, for speech."""
+    parts = urlsplit(url)
+    text = (parts.netloc + parts.path).rstrip("/")
+    return text.replace(".", " dot ").replace("/", " slash ").replace(":", " colon ")
+
+
+def ask_for_code(action_url: str, *, attempt: int, wrong: bool = False) -> str:
+    """Greeting (or "wrong code") and a 6-digit Gather with the prompt nested (type early)."""
+    r = VoiceResponse()
+    if wrong:
+        r.say("Sorry, that code was not recognised.")
+    g = r.gather(
+        input="dtmf",
+        num_digits=CODE_DIGITS,
+        timeout=8,
+        action=action_url,
+        method="POST",
+        action_on_empty_result=True,
+    )
+    if attempt == 0:
+        g.say("Welcome to handraise. Please enter your six digit meeting code.")
+    else:
+        g.say("Please enter your six digit meeting code.")
+    return _xml(r)
+
+
+def goodbye_after_failures() -> str:
+    r = VoiceResponse()
+    r.say("Sorry, we could not find a meeting with that code. Please check it and call again. Goodbye.")
+    r.hangup()
+    return _xml(r)
+
+
+def room_closed() -> str:
+    r = VoiceResponse()
+    r.say("This meeting has ended and is closed. Goodbye.")
+    r.hangup()
+    return _xml(r)
+
+
+def _dial(r: VoiceResponse, join: ConferenceJoin) -> None:
+    dial = r.dial(action=join.action_url, method="POST", hangup_on_star=join.hangup_on_star or None)
+    dial.conference(
+        join.conference_name,
+        muted=join.muted,
+        beep="onEnter" if join.host else "false",
+        start_conference_on_enter=join.host,
+        end_conference_on_exit=join.end_on_exit,
+        participant_label=join.label,
+        wait_url=join.wait_url,
+        wait_method="POST",
+        status_callback=join.status_callback,
+        status_callback_method="POST",
+        status_callback_event=CONFERENCE_EVENTS,
+    )
+
+
+def join_conference(join: ConferenceJoin, *, before: tuple[str, ...] = ()) -> str:
+    """Optional spoken lines, then ``<Dial><Conference>``."""
+    r = VoiceResponse()
+    for line in before:
+        r.say(line)
+    _dial(r, join)
+    return _xml(r)
+
+
+def prejoin(
+    action_url: str,
+    *,
+    raise_keys: str,
+    stream_url: str | None = None,
+    stream_params: Mapping[str, str] | None = None,
+) -> str:
+    """Participant before the conference: optional media fork, then a short raise window."""
+    r = VoiceResponse()
+    if stream_url is not None:
+        start = r.start()
+        stream = start.stream(url=stream_url, name="handraise-keys", track="inbound_track")
+        for name, value in (stream_params or {}).items():
+            stream.parameter(name=name, value=value)
+    g = r.gather(
+        input="dtmf",
+        num_digits=len(raise_keys),
+        finish_on_key="",
+        timeout=3,
+        action=action_url,
+        method="POST",
+        action_on_empty_result=True,
+    )
+    g.say(f"You will join muted. To raise your hand now, press {_spoken_keys(raise_keys)}.")
+    return _xml(r)
+
+
+def _spoken_keys(keys: str) -> str:
+    return " ".join({"*": "star", "#": "pound"}.get(k, k) for k in keys)
+
+
+def participant_join(
+    join: ConferenceJoin,
+    *,
+    hand_line: str | None,
+    pin: str | None,
+    companion_url: str | None,
+) -> str:
+    """Confirm the hand (if any), read the web PIN, then join the conference."""
+    lines: list[str] = []
+    if hand_line:
+        lines.append(hand_line)
+    if pin:
+        where = f" at {spoken_url(companion_url)}" if companion_url else ""
+        lines.append(
+            f"To raise your hand from the web{where}, your PIN is {spoken_digits(pin)}. "
+            f"Again, {spoken_digits(pin)}."
+        )
+    lines.append("Joining the meeting now.")
+    return join_conference(join, before=tuple(lines))
+
+
+def host_prompt(action_url: str, rejoin_url: str, *, raise_keys: str, lower_keys: str) -> str:
+    """The host pulled this caller out for a moment: a short Gather, then back in."""
+    r = VoiceResponse()
+    g = r.gather(
+        input="dtmf",
+        num_digits=max(len(raise_keys), len(lower_keys)),
+        finish_on_key="",
+        timeout=5,
+        action=action_url,
+        method="POST",
+    )
+    g.say(
+        f"The host asks: press {_spoken_keys(raise_keys)} to raise your hand, "
+        f"{_spoken_keys(lower_keys)} to lower it."
+    )
+    r.redirect(rejoin_url, method="POST")
+    return _xml(r)
+
+
+def star_menu(action_url: str, rejoin_url: str) -> str:
+    """``star`` keypad mode: the caller pressed * and stepped out; read one key, then back."""
+    r = VoiceResponse()
+    g = r.gather(input="dtmf", num_digits=1, finish_on_key="", timeout=4, action=action_url,
+                 method="POST")
+    g.say("Press 1 to raise your hand, 2 to lower it.")
+    r.redirect(rejoin_url, method="POST")
+    return _xml(r)
+
+
+def say_then_redirect(line: str, url: str) -> str:
+    r = VoiceResponse()
+    r.say(line)
+    r.redirect(url, method="POST")
+    return _xml(r)
+
+
+def meeting_over() -> str:
+    r = VoiceResponse()
+    r.say("The meeting has ended. Thank you for joining. Goodbye.")
+    r.hangup()
+    return _xml(r)
+
+
+def wait_music() -> str:
+    """Our own waitUrl document (Say/Pause only, TWILIO.md §3.1): no outside audio needed."""
+    r = VoiceResponse()
+    r.say("Please wait. The meeting will start when the host joins.")
+    r.pause(length=20)
+    return _xml(r)
+
+
+def announcement(key: str, n: int | None = None) -> str:
+    """A private announcement (participant AnnounceUrl): Say only."""
+    text = ANNOUNCEMENTS.get(key)
+    r = VoiceResponse()
+    if text is not None:
+        r.say(text.format(n=n if n is not None else "unknown"))
+    return _xml(r)
+
+
+def apology(line: str = "Sorry, something went wrong. Please call again later. Goodbye.") -> str:
+    r = VoiceResponse()
+    r.say(line)
+    r.hangup()
+    return _xml(r)
+
+
+def empty() -> str:
+    return _xml(VoiceResponse())
+
+
+@dataclass(frozen=True)
+class PhoneUrls:
+    """Every URL the app writes into TwiML or REST calls, from the public base URL."""
+
+    public_url: str
+
+    def _u(self, path: str, **query: str | int | None) -> str:
+        from urllib.parse import urlencode
+
+        items = [(k, str(v)) for k, v in query.items() if v is not None]
+        return self.public_url.rstrip("/") + path + (("?" + urlencode(items)) if items else "")
+
+    def incoming(self, attempt: int | None = None) -> str:
+        return self._u("/voice/incoming", attempt=attempt)
+
+    def prejoin(self, room: str, pid: str) -> str:
+        return self._u("/voice/prejoin", room=room, pid=pid)
+
+    def rejoin(self, room: str, pid: str) -> str:
+        return self._u("/voice/rejoin", room=room, pid=pid)
+
+    def after_dial(self, room: str, pid: str) -> str:
+        return self._u("/voice/after-dial", room=room, pid=pid)
+
+    def star_keys(self, room: str, pid: str) -> str:
+        return self._u("/voice/star-keys", room=room, pid=pid)
+
+    def prompt(self, room: str, pid: str) -> str:
+        return self._u("/voice/prompt", room=room, pid=pid)
+
+    def prompt_keys(self, room: str, pid: str) -> str:
+        return self._u("/voice/prompt-keys", room=room, pid=pid)
+
+    def conference_events(self, room: str) -> str:
+        return self._u("/voice/conference-events", room=room)
+
+    def wait(self) -> str:
+        return self._u("/voice/wait")
+
+    def announce(self, key: str, n: int | None = None) -> str:
+        return self._u("/voice/announce", msg=key, n=n)
+
+    def media_stream(self) -> str:
+        """The Media Streams WebSocket (served by phone/media.py): wss, no query (§1.2)."""
+        url = self._u("/voice/stream")
+        if url.startswith("https://"):
+            return "wss://" + url[len("https://"):]
+        return "ws://" + url[len("http://"):] if url.startswith("http://") else url
+
+    def companion(self) -> str:
+        return self._u("/p")

@@ -1,0 +1,507 @@
+"""Voice webhooks and conference status callbacks (the ``voice`` blueprint).
+
+Every route is signed by Twilio (:func:`twilio_signed`) and answers valid TwiML, always:
+an internal error or a lost Redis puts (or keeps) the caller in the conference, muted,
+with an apology, rather than answering 500 to Twilio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import Blueprint, Quart, Response, current_app, request
+
+from ..app import services
+from ..config import Settings
+from ..errors import HandraiseError, NotFound
+from ..events import REDIS_ERRORS
+from ..pins import issue_pin, pin_of
+from ..queue import Queue, mask_number
+from ..rooms import Role, Room, code_hash, get_room, new_id, update_room
+from ..store import Redis, global_key, key
+from . import twiml
+from .control import HostControls, TwilioControl, clear_conference, forget_participant
+from .security import twilio_signed
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+CODE_CACHE_TTL_S = 12 * 3600
+CALL_MAP_TTL_S = 12 * 3600
+LEFT_FOR_GOOD = {"participant_hung_up", "conference_ended_via_api", "moderator_ended_conference",
+                 "participant_add_failed"}
+
+_NEWER = """
+-- KEYS 1: seq hash ; ARGV 1: field, 2: sequence number. 1 if newer than the last applied.
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) <= cur then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], 86400)
+return 1
+"""
+
+
+@dataclass
+class PhoneServices:
+    """What the phone channel needs, created at start-up (``phone(app)``)."""
+
+    settings: Settings
+    queue: Queue
+    twilio: TwilioControl
+    urls: twiml.PhoneUrls
+    host: HostControls
+    # code hash -> (room, role, expiry): lets callers in while Redis is away (degraded mode).
+    code_cache: dict[str, tuple[Room, Role, float]] = field(default_factory=dict)
+    room_cache: dict[str, Room] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def redis(self) -> Redis:
+        return self.queue.redis
+
+    def lock(self, name: str) -> asyncio.Lock:
+        lock = self.locks.get(name)
+        if lock is None:
+            lock = self.locks[name] = asyncio.Lock()
+        return lock
+
+    def remember(self, code: str, room: Room, role: Role) -> None:
+        self.code_cache[code_hash(code)] = (room, role, time.monotonic() + CODE_CACHE_TTL_S)
+        self.room_cache[room.id] = room
+
+    def cached(self, code: str) -> tuple[Room, Role] | None:
+        hit = self.code_cache.get(code_hash(code))
+        if hit is None or hit[2] < time.monotonic():
+            return None
+        return hit[0], hit[1]
+
+
+def phone(app: Quart) -> PhoneServices:
+    svc: PhoneServices | None = app.extensions.get("handraise_phone")
+    if svc is None:
+        raise RuntimeError("the phone channel is not started (is the app serving?)")
+    return svc
+
+
+def init_phone(app: Quart) -> None:
+    """Register the voice blueprint and the phone services' start-up and shut-down."""
+    app.register_blueprint(bp)
+
+    @app.before_serving
+    async def start_phone() -> None:
+        core = services(app)
+        settings = core.settings
+        if not settings.public_url:
+            log.warning("HANDRAISE_PUBLIC_URL is not set: Twilio webhooks will be refused")
+        urls = twiml.PhoneUrls(settings.public_url or "http://localhost")
+        control = TwilioControl(settings)
+        app.extensions["handraise_phone"] = PhoneServices(
+            settings=settings, queue=core.queue, twilio=control, urls=urls,
+            host=HostControls(core.queue, control, urls),
+        )
+
+    @app.after_serving
+    async def stop_phone() -> None:
+        svc: PhoneServices | None = app.extensions.pop("handraise_phone", None)
+        if svc is not None:
+            await svc.twilio.close()
+
+
+def host_controls(app: Quart) -> HostControls:
+    """The host's buttons, for the web dashboard and the JSON API."""
+    return phone(app).host
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _xml(body: str) -> Response:
+    return Response(body, content_type="text/xml")
+
+
+def _svc() -> PhoneServices:
+    return phone(current_app)
+
+
+async def _form() -> dict[str, str]:
+    return dict((await request.form).items())
+
+
+def _arg(name: str) -> str:
+    return request.args.get(name, "")
+
+
+async def _participant_id(svc: PhoneServices, room: str, call_sid: str) -> str:
+    """One participant per call, even when Twilio retries the webhook."""
+    pid = new_id("p")
+    call_key = key(room, "call", call_sid or pid)
+    if await svc.redis.set(call_key, pid, nx=True, ex=CALL_MAP_TTL_S):
+        return pid
+    existing = await svc.redis.get(call_key)
+    return str(existing) if existing else pid
+
+
+def _join_spec(svc: PhoneServices, room: Room, pid: str, *, role: Role, muted: bool) -> twiml.ConferenceJoin:
+    host = role == "host"
+    return twiml.ConferenceJoin(
+        conference_name=room.conference_name,
+        label=pid,
+        status_callback=svc.urls.conference_events(room.id),
+        wait_url=svc.urls.wait(),
+        action_url=svc.urls.after_dial(room.id, pid),
+        muted=muted,
+        host=host,
+        end_on_exit=host and room.end_on_host_exit,
+        hangup_on_star=not host and room.keypad_mode == "star",
+    )
+
+
+def _degraded_join(svc: PhoneServices, room: Room, pid: str | None, role: Role) -> Response:
+    """Redis is away: join anyway (a host unmuted, everyone else muted) and say why."""
+    spec = _join_spec(svc, room, pid or new_id("p"), role=role, muted=role != "host")
+    line = ("Hand raising is briefly unavailable, but you can join the meeting. "
+            "The host can still unmute you.")
+    return _xml(twiml.join_conference(spec, before=(line,)))
+
+
+def _room_for_recovery(svc: PhoneServices, room_id: str) -> Room | None:
+    return svc.room_cache.get(room_id)
+
+
+async def _recover(svc: PhoneServices, room_id: str, pid: str, exc: BaseException) -> Response:
+    """After a failure mid-flow: keep the caller in the conference, muted, with an apology."""
+    if isinstance(exc, REDIS_ERRORS):
+        log.warning("room %s: redis unavailable during a call of %s: %r", room_id, pid, exc)
+    else:
+        log.exception("room %s: webhook failed for %s", room_id, pid, exc_info=exc)
+    room = _room_for_recovery(svc, room_id)
+    if room is None and room_id:
+        room = Room(id=room_id, name="", access_code="", status="open", keypad_mode="stream",
+                    end_on_host_exit=True, raise_keys="*1", lower_keys="*2", created_at=0)
+    if room is None:
+        return _xml(twiml.apology())
+    return _degraded_join(svc, room, pid or None, "participant")
+
+
+def _guarded(handler: Callable[[PhoneServices, dict[str, str]], Awaitable[Response]]
+             ) -> Callable[[], Awaitable[Response]]:
+    """Run a mid-call handler; any failure becomes a muted re-join, never a 500."""
+
+    async def run() -> Response:
+        svc = _svc()
+        form = await _form()
+        try:
+            return await handler(svc, form)
+        except Exception as exc:  # Twilio must always get TwiML
+            return await _recover(svc, _arg("room"), _arg("pid"), exc)
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+# --- entry: access code ---------------------------------------------------------------------
+
+
+async def _lookup_code(svc: PhoneServices, code: str) -> tuple[Room, Role] | str | None:
+    """(room, role), None for an unknown code, or ``"closed"``."""
+    code = code.strip()
+    if len(code) != twiml.CODE_DIGITS or not code.isdigit():
+        return None
+    found = await svc.redis.get(global_key("code", code_hash(code)))
+    if not found:
+        return None
+    room_id, _, role_name = str(found).partition(":")
+    try:
+        room = await get_room(svc.redis, room_id)
+    except NotFound:
+        return None
+    if room.status != "open":
+        return "closed"
+    role: Role = "host" if role_name == "host" else "participant"
+    svc.remember(code, room, role)
+    return room, role
+
+
+@bp.post("/incoming")
+@twilio_signed
+async def post_incoming() -> Response:
+    """The number's voice URL: greet, gather the meeting code, join host or participant."""
+    svc = _svc()
+    form = await _form()
+    call_sid = form.get("CallSid", "")
+    try:
+        attempt = max(0, int(_arg("attempt") or 0))
+    except ValueError:
+        attempt = 0
+    if "Digits" not in form:
+        return _xml(twiml.ask_for_code(svc.urls.incoming(attempt=1), attempt=0))
+    code = form.get("Digits", "")
+    try:
+        found = await _lookup_code(svc, code)
+    except REDIS_ERRORS as exc:
+        cached = svc.cached(code.strip())
+        log.warning("call %s: redis unavailable at code entry (%r); cache %s", call_sid[-6:], exc,
+                    "hit" if cached else "miss")
+        if cached is None:
+            return _xml(twiml.apology("Sorry, we cannot check meeting codes right now. "
+                                      "Please call again in a few minutes. Goodbye."))
+        room, role = cached
+        return _degraded_join(svc, room, None, role)
+    except Exception:
+        log.exception("call %s: code lookup failed", call_sid[-6:])
+        return _xml(twiml.apology())
+    if found == "closed":
+        return _xml(twiml.room_closed())
+    if found is None:
+        log.info("call %s: wrong code (attempt %d)", call_sid[-6:], attempt)
+        if attempt >= twiml.MAX_CODE_ATTEMPTS:
+            return _xml(twiml.goodbye_after_failures())
+        return _xml(twiml.ask_for_code(svc.urls.incoming(attempt=attempt + 1), attempt=attempt,
+                                       wrong=True))
+    assert not isinstance(found, str)
+    room, role = found
+    pid = ""
+    try:
+        pid = await _participant_id(svc, room.id, call_sid)
+        await svc.queue.join(room.id, role=role, call_sid=call_sid or None, label=pid,
+                             number=form.get("From") or None, muted=role != "host",
+                             participant_id=pid)
+        log.info("room %s: %s %s joining from %s", room.id, role, pid, mask_number(form.get("From")))
+        if role == "host":
+            return _xml(twiml.join_conference(_join_spec(svc, room, pid, role="host", muted=False),
+                                              before=("Welcome, host. Starting the meeting.",)))
+        await issue_pin(svc.redis, room.id, pid)
+        stream = svc.urls.media_stream() if room.keypad_mode == "stream" else None
+        return _xml(twiml.prejoin(svc.urls.prejoin(room.id, pid), raise_keys=room.raise_keys,
+                                  stream_url=stream,
+                                  stream_params={"room": room.id, "participant": pid}))
+    except Exception as exc:  # Twilio must always get TwiML
+        if isinstance(exc, REDIS_ERRORS):
+            log.warning("room %s: redis unavailable while joining a caller: %r", room.id, exc)
+        else:
+            log.exception("room %s: joining a caller failed", room.id)
+        return _degraded_join(svc, room, pid or None, role)
+
+
+# --- participant flow -----------------------------------------------------------------------
+
+
+async def _prejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """End of the pre-join raise window: confirm the hand, read the PIN, join muted."""
+    room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
+    svc.room_cache[room.id] = room
+    digits = form.get("Digits", "")
+    hand_line = None
+    if digits and digits == room.raise_keys:
+        position, _ = await svc.queue.raise_hand(room_id, pid, source="prompt")
+        hand_line = f"Your hand is raised. You are number {position} in line."
+        log.info("room %s: %s raised a hand before joining (position %d)", room_id, pid, position)
+    elif digits and digits == room.lower_keys:
+        await svc.queue.lower_hand(room_id, pid, by="prompt")
+        hand_line = "Your hand is down."
+    p = await svc.queue.participant(room_id, pid)
+    pin = await pin_of(svc.redis, room_id, pid)
+    spec = _join_spec(svc, room, pid, role=p.role, muted=p.muted)
+    return _xml(twiml.participant_join(spec, hand_line=hand_line, pin=pin,
+                                       companion_url=svc.urls.companion()))
+
+
+async def _rejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """Back into the same conference with the same label and mute state."""
+    room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
+    if room.status != "open":
+        return _xml(twiml.room_closed())
+    try:
+        p = await svc.queue.participant(room_id, pid)
+    except NotFound:
+        return _xml(twiml.meeting_over())
+    return _xml(twiml.join_conference(_join_spec(svc, room, pid, role=p.role, muted=p.muted)))
+
+
+async def _after_dial(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """The caller left the conference: by * (star mode) to the key menu, else goodbye."""
+    room_id, pid = _arg("room"), _arg("pid")
+    if form.get("DialCallStatus") == "answered":
+        room = await get_room(svc.redis, room_id)
+        if room.keypad_mode == "star" and room.status == "open":
+            return _xml(twiml.star_menu(svc.urls.star_keys(room_id, pid), svc.urls.rejoin(room_id, pid)))
+    return _xml(twiml.meeting_over())
+
+
+async def _hand_keys(svc: PhoneServices, form: dict[str, str], *, raise_digits: set[str],
+                     lower_digits: set[str], source: str) -> Response:
+    room_id, pid = _arg("room"), _arg("pid")
+    digits = form.get("Digits", "")
+    line = "Returning you to the meeting."
+    if digits in raise_digits:
+        position, _ = await svc.queue.raise_hand(room_id, pid, source=source)  # type: ignore[arg-type]
+        line = f"Your hand is raised. You are number {position} in line."
+    elif digits in lower_digits:
+        await svc.queue.lower_hand(room_id, pid, by=source)  # type: ignore[arg-type]
+        line = "Your hand is down."
+    return _xml(twiml.say_then_redirect(line, svc.urls.rejoin(room_id, pid)))
+
+
+async def _star_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """Star mode: the key read after * (1 raise, 2 lower), then back in."""
+    room = await get_room(svc.redis, _arg("room"))
+    return await _hand_keys(svc, form, raise_digits={"1", room.raise_keys},
+                            lower_digits={"2", room.lower_keys}, source="keypad")
+
+
+async def _prompt(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """The host's prompt (REST redirect target): a short Gather, then back in."""
+    room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
+    return _xml(twiml.host_prompt(svc.urls.prompt_keys(room_id, pid), svc.urls.rejoin(room_id, pid),
+                                  raise_keys=room.raise_keys, lower_keys=room.lower_keys))
+
+
+async def _prompt_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """Keys answered to the host's prompt."""
+    room = await get_room(svc.redis, _arg("room"))
+    return await _hand_keys(svc, form, raise_digits={room.raise_keys},
+                            lower_digits={room.lower_keys}, source="prompt")
+
+
+for _path, _handler in (
+    ("/prejoin", _prejoin),
+    ("/rejoin", _rejoin),
+    ("/after-dial", _after_dial),
+    ("/star-keys", _star_keys),
+    ("/prompt", _prompt),
+    ("/prompt-keys", _prompt_keys),
+):
+    _view = twilio_signed(_guarded(_handler))
+    bp.add_url_rule(_path, "post" + _path.replace("/", "_").replace("-", "_"), _view,
+                    methods=["POST"])
+
+
+@bp.post("/wait")
+@twilio_signed
+async def post_wait() -> Response:
+    """Our waitUrl: a spoken line and a pause, no outside audio."""
+    return _xml(twiml.wait_music())
+
+
+@bp.post("/announce")
+@twilio_signed
+async def post_announce() -> Response:
+    """A private announcement (participant AnnounceUrl), Say only."""
+    n_raw = _arg("n")
+    return _xml(twiml.announcement(_arg("msg"), int(n_raw) if n_raw.isdigit() else None))
+
+
+# --- conference status callbacks ------------------------------------------------------------
+
+
+def _flag(form: dict[str, str], name: str) -> bool | None:
+    value = form.get(name)
+    return None if value is None else value.strip().lower() == "true"
+
+
+async def _newer(svc: PhoneServices, room: str, conference_sid: str, who: str, seq: int) -> bool:
+    return bool(await svc.redis.eval(_NEWER, 1, key(room, "seq", conference_sid or "none"), who, seq))
+
+
+async def _ensure_participant(svc: PhoneServices, room: str, pid: str, form: dict[str, str]) -> bool:
+    """True if ``pid`` is known; recreates one that joined while Redis was away."""
+    try:
+        await svc.queue.participant(room, pid)
+        return True
+    except NotFound:
+        pass
+    if form.get("StatusCallbackEvent") == "participant-leave":
+        return False
+    role: Role = "host" if _flag(form, "StartConferenceOnEnter") else "participant"
+    try:
+        await svc.queue.join(room, role=role, call_sid=form.get("CallSid") or None, label=pid,
+                             muted=bool(_flag(form, "Muted")), hold=bool(_flag(form, "Hold")),
+                             participant_id=pid)
+    except HandraiseError as exc:
+        log.info("room %s: not recovering %s: %s", room, pid, exc.message)
+        return False
+    log.info("room %s: recovered participant %s from a conference callback", room, pid)
+    return True
+
+
+async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]) -> None:
+    event = form.get("StatusCallbackEvent", "")
+    conference_sid = form.get("ConferenceSid", "")
+    try:
+        seq = int(form.get("SequenceNumber", "0"))
+    except ValueError:
+        seq = 0
+    room = await get_room(svc.redis, room_id)
+    if event == "conference-end":
+        if room.conference_sid in (None, conference_sid):
+            n = await clear_conference(svc.queue, room_id)
+            log.info("room %s: conference %s ended (%s), %d cleared", room_id, conference_sid[-6:],
+                     form.get("ReasonConferenceEnded", ""), n)
+        return
+    if event == "conference-start":
+        if room.conference_sid != conference_sid:
+            await update_room(svc.redis, room_id, conference_sid=conference_sid, maxlen=svc.queue.maxlen)
+        return
+    pid = form.get("ParticipantLabel", "")
+    if not pid or not event.startswith("participant-"):
+        return
+    async with svc.lock(f"{room_id}:{pid}"):
+        if not await _newer(svc, room_id, conference_sid, pid, seq):
+            log.debug("room %s: stale or duplicate %s #%d for %s", room_id, event, seq, pid)
+            return
+        if event == "participant-leave":
+            reason = form.get("ReasonParticipantLeft", "")
+            still_on_call = form.get("ParticipantCallStatus") == "in-progress"
+            # A redirect (host prompt) or a * step-out: the caller comes back, keep them.
+            if reason == "participant_updated_via_api" or (
+                    still_on_call and reason not in ("conference_ended_via_api",
+                                                     "moderator_ended_conference")):
+                return
+            if await forget_participant(svc.queue, room_id, pid, reason=reason or "left"):
+                log.info("room %s: %s left (%s)", room_id, pid, reason)
+            return
+        if not await _ensure_participant(svc, room_id, pid, form):
+            return
+        if event == "participant-join" and room.conference_sid != conference_sid:
+            await update_room(svc.redis, room_id, conference_sid=conference_sid, maxlen=svc.queue.maxlen)
+        changes: dict[str, Any] = {}
+        muted, hold = _flag(form, "Muted"), _flag(form, "Hold")
+        # Trust the Muted/Hold fields on every participant event, whatever its name.
+        if muted is not None:
+            changes["muted"] = muted
+        if hold is not None:
+            changes["hold"] = hold
+        if event == "participant-join" and form.get("CallSid"):
+            changes["call_sid"] = form["CallSid"]
+        if changes:
+            await svc.queue.update(room_id, pid, **changes)
+
+
+@bp.post("/conference-events")
+@twilio_signed
+async def post_conference_events() -> Response:
+    """Conference status callback: keep participants true (idempotent, ordered)."""
+    svc = _svc()
+    form = await _form()
+    room_id = _arg("room")
+    try:
+        await _apply_callback(svc, room_id, form)
+    except NotFound:
+        log.info("room %s: callback for an unknown room or participant ignored", room_id)
+    except Exception as exc:  # answer 200 anyway; Twilio does not retry these
+        if isinstance(exc, REDIS_ERRORS):
+            log.warning("room %s: redis unavailable for %s: %r", room_id,
+                        form.get("StatusCallbackEvent"), exc)
+        else:
+            log.exception("room %s: conference callback failed", room_id)
+    return _xml(twiml.empty())

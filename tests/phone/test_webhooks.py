@@ -1,0 +1,291 @@
+"""Voice webhooks through the app's test client: signatures, the code IVR, status callbacks."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from quart import Quart
+from twilio.request_validator import RequestValidator
+from twimlcheck import check_twiml
+
+from handraise.app import create_app, running
+from handraise.config import Settings
+from handraise.phone.security import SIGNED_MARK
+from handraise.pins import lookup_pin
+from handraise.queue import Queue
+from handraise.rooms import CreatedRoom, create_room, get_room
+from handraise.store import Redis
+
+PUBLIC = "https://hr.example.org"
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+TOKEN = "abcdef0123456789abcdef0123456789"
+
+
+@dataclass
+class Hooks:
+    app: Quart
+    redis: Redis
+    queue: Queue
+
+    async def post(self, path: str, params: dict[str, str], *, query: dict[str, str] | None = None,
+                   signature: str | None = None) -> tuple[int, str]:
+        full = path + ("?" + urlencode(query) if query else "")
+        sig = signature if signature is not None else RequestValidator(TOKEN).compute_signature(
+            PUBLIC + full, params)
+        client = self.app.test_client()
+        response = await client.post(full, form=params, headers={"X-Twilio-Signature": sig})
+        return response.status_code, (await response.get_data(as_text=True))
+
+
+@pytest.fixture
+async def hooks(redis: Redis) -> AsyncIterator[Hooks]:
+    settings = Settings(public_url=PUBLIC, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=TOKEN,
+                        twilio_api_url="http://127.0.0.1:9")  # nothing listens: REST must fail softly
+    app = create_app(settings, redis=redis)
+    async with running(app):
+        yield Hooks(app, redis, Queue(redis))
+
+
+def call(sid: str = "CA" + "1" * 32, **extra: str) -> dict[str, str]:
+    return {"CallSid": sid, "AccountSid": ACCOUNT_SID, "From": "+15550100001", "To": "+15550109999",
+            "CallStatus": "in-progress", "ApiVersion": "2010-04-01", "Direction": "inbound", **extra}
+
+
+def callback(event: str, seq: int, label: str, **extra: str) -> dict[str, str]:
+    return {"ConferenceSid": "CF" + "a" * 32, "FriendlyName": "x", "AccountSid": ACCOUNT_SID,
+            "Timestamp": "Thu, 1 Jun 2017 20:48:32 +0000", "StatusCallbackEvent": event,
+            "SequenceNumber": str(seq), "CallSid": "CA" + "1" * 32, "ParticipantLabel": label,
+            "Muted": "true", "Hold": "false", "Coaching": "false", "EndConferenceOnExit": "false",
+            "StartConferenceOnEnter": "false", **extra}
+
+
+async def _room(redis: Redis, **kwargs: Any) -> CreatedRoom:
+    return await create_room(redis, "Weekly call", **kwargs)
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+def test_every_voice_route_checks_the_twilio_signature(hooks: Hooks) -> None:
+    voice = [r for r in hooks.app.url_map.iter_rules() if r.rule.startswith("/voice")]
+    assert len(voice) >= 9
+    for rule in voice:
+        view = hooks.app.view_functions[rule.endpoint]
+        assert getattr(view, SIGNED_MARK, False), f"{rule.rule} does not check X-Twilio-Signature"
+
+
+async def test_forged_missing_and_wrong_url_signatures_get_403(hooks: Hooks) -> None:
+    voice = sorted({r.rule for r in hooks.app.url_map.iter_rules() if r.rule.startswith("/voice")})
+    for path in voice:
+        assert (await hooks.post(path, call(), signature=""))[0] == 403, path
+        assert (await hooks.post(path, call(), signature="Zm9yZ2Vk"))[0] == 403, path
+    # Signed for other parameters than those sent: refused too.
+    good = RequestValidator(TOKEN).compute_signature(PUBLIC + "/voice/incoming", call())
+    status, _ = await hooks.post("/voice/incoming", call(Digits="123456"), signature=good)
+    assert status == 403
+    status, body = await hooks.post("/voice/incoming", call())
+    assert status == 200 and "<Gather" in body
+
+
+# --- the access-code IVR -----------------------------------------------------------------------
+
+
+async def test_three_wrong_codes_end_with_a_polite_goodbye(hooks: Hooks) -> None:
+    await _room(hooks.redis)
+    _, first = await hooks.post("/voice/incoming", call())
+    assert "attempt=1" in first
+    _, second = await hooks.post("/voice/incoming", call(Digits="000000"), query={"attempt": "1"})
+    assert "not recognised" in second and "attempt=2" in second
+    check_twiml(second)
+    _, third = await hooks.post("/voice/incoming", call(Digits=""), query={"attempt": "2"})
+    assert "attempt=3" in third
+    _, last = await hooks.post("/voice/incoming", call(Digits="12"), query={"attempt": "3"})
+    root = check_twiml(last)
+    assert [el.tag for el in root] == ["Say", "Hangup"]
+    assert "Goodbye" in (root[0].text or "")
+
+
+async def test_participant_code_joins_the_queue_muted_with_a_pin_and_a_raise_window(
+        hooks: Hooks) -> None:
+    created = await _room(hooks.redis)
+    room = created.room
+    _, body = await hooks.post("/voice/incoming", call(Digits=room.access_code),
+                               query={"attempt": "1"})
+    root = check_twiml(body)
+    assert [el.tag for el in root] == ["Start", "Gather"]
+    state = await hooks.queue.snapshot(room.id)
+    [p] = state.participants
+    assert (p.role, p.muted, p.call_sid) == ("participant", True, "CA" + "1" * 32)
+    assert p.label == p.id
+    # A retried webhook for the same call does not create a second participant.
+    await hooks.post("/voice/incoming", call(Digits=room.access_code), query={"attempt": "1"})
+    assert len((await hooks.queue.snapshot(room.id)).participants) == 1
+
+    _, joined = await hooks.post("/voice/prejoin", call(Digits="*1"),
+                                 query={"room": room.id, "pid": p.id})
+    root = check_twiml(joined)
+    says = " ".join(s.text or "" for s in root.iter("Say"))
+    assert "number 1" in says
+    pin = "".join(c for c in says.split("your PIN is")[1].split(".")[0] if c.isdigit())
+    assert await lookup_pin(hooks.redis, pin) == (room.id, p.id)
+    [hand] = (await hooks.queue.snapshot(room.id)).queue
+    assert (hand.participant, hand.source) == (p.id, "prompt")
+    conf = root.find("Dial/Conference")
+    assert conf is not None and conf.get("muted") == "true"
+
+
+async def test_host_code_joins_unmuted_and_star_rooms_skip_the_stream(hooks: Hooks) -> None:
+    created = await _room(hooks.redis, keypad_mode="star", end_on_host_exit=False)
+    _, body = await hooks.post("/voice/incoming", call(Digits=created.host_code))
+    conf = check_twiml(body).find("Dial/Conference")
+    assert conf is not None
+    assert (conf.get("muted"), conf.get("startConferenceOnEnter"),
+            conf.get("endConferenceOnExit")) == ("false", "true", "false")
+    _, body = await hooks.post("/voice/incoming", call("CA" + "2" * 32,
+                                                       Digits=created.room.access_code))
+    assert [el.tag for el in check_twiml(body)] == ["Gather"]
+
+
+async def test_a_closed_room_says_so(hooks: Hooks) -> None:
+    created = await _room(hooks.redis)
+    await hooks.redis.hset(f"hr:{{{created.room.id}}}:room", "status", "closed")
+    _, body = await hooks.post("/voice/incoming", call(Digits=created.room.access_code))
+    assert "closed" in body and "<Hangup" in body
+
+
+async def test_an_internal_error_mid_call_keeps_the_caller_in_the_conference(hooks: Hooks) -> None:
+    created = await _room(hooks.redis)
+    # A participant the store does not know: the handler fails, the caller still joins.
+    status, body = await hooks.post("/voice/prejoin", call(Digits="*1"),
+                                    query={"room": created.room.id, "pid": "pnobody"})
+    assert status == 200
+    conf = check_twiml(body).find("Dial/Conference")
+    assert conf is not None and conf.text == created.room.conference_name
+    assert conf.get("muted") == "true"
+
+
+# --- status callbacks ------------------------------------------------------------------------
+
+
+async def _joined(hooks: Hooks) -> tuple[str, str]:
+    created = await _room(hooks.redis)
+    room = created.room
+    await hooks.post("/voice/incoming", call(Digits=room.access_code))
+    [p] = (await hooks.queue.snapshot(room.id)).participants
+    return room.id, p.id
+
+
+async def test_mute_callbacks_trust_the_muted_field_under_both_event_names(hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)
+    q = {"room": room}
+    await hooks.post("/voice/conference-events", callback("participant-join", 1, pid), query=q)
+    assert (await get_room(hooks.redis, room)).conference_sid == "CF" + "a" * 32
+    await hooks.post("/voice/conference-events", callback("participant-unmute", 2, pid, Muted="false"),
+                     query=q)
+    assert (await hooks.queue.participant(room, pid)).muted is False
+    # Some write-ups say Twilio sends participant-mute with Muted=false for an unmute.
+    await hooks.post("/voice/conference-events", callback("participant-mute", 3, pid, Muted="true"),
+                     query=q)
+    await hooks.post("/voice/conference-events", callback("participant-mute", 4, pid, Muted="false"),
+                     query=q)
+    assert (await hooks.queue.participant(room, pid)).muted is False
+    await hooks.post("/voice/conference-events", callback("participant-hold", 5, pid, Hold="true",
+                                                          Muted="false"), query=q)
+    assert (await hooks.queue.participant(room, pid)).hold is True
+
+
+async def test_duplicate_and_out_of_order_callbacks_never_roll_state_back(hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)
+    q = {"room": room}
+    unmute = callback("participant-unmute", 7, pid, Muted="false")
+    old_mute = callback("participant-mute", 6, pid, Muted="true")
+    await hooks.post("/voice/conference-events", unmute, query=q)
+    await hooks.post("/voice/conference-events", old_mute, query=q)  # late, older
+    await hooks.post("/voice/conference-events", unmute, query=q)  # retried duplicate
+    assert (await hooks.queue.participant(room, pid)).muted is False
+    events = await hooks.redis.xrange(f"hr:{{{room}}}:events")
+    updates = [e for _, e in events if '"participant.updated"' in e["e"]]
+    assert len(updates) == 1  # the duplicate and the stale one changed nothing
+    # An older leave after a newer rejoin (redirect) does not remove the caller.
+    await hooks.post("/voice/conference-events", callback("participant-join", 9, pid), query=q)
+    await hooks.post("/voice/conference-events", callback(
+        "participant-leave", 8, pid, ReasonParticipantLeft="participant_hung_up",
+        ParticipantCallStatus="completed"), query=q)
+    assert (await hooks.queue.participant(room, pid)).id == pid
+
+
+async def test_leave_removes_hand_and_pin_but_a_redirect_does_not(hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)
+    q = {"room": room}
+    await hooks.queue.raise_hand(room, pid, source="web")
+    await hooks.post("/voice/conference-events", callback(
+        "participant-leave", 3, pid, ReasonParticipantLeft="participant_updated_via_api",
+        ParticipantCallStatus="in-progress"), query=q)
+    assert [h.participant for h in await hooks.queue.queue(room)] == [pid]
+    pin = await hooks.redis.get(f"hr:{{{room}}}:pin:{pid}")
+    assert pin and await lookup_pin(hooks.redis, pin) == (room, pid)
+    await hooks.post("/voice/conference-events", callback(
+        "participant-leave", 4, pid, ReasonParticipantLeft="participant_hung_up",
+        ParticipantCallStatus="completed"), query=q)
+    state = await hooks.queue.snapshot(room)
+    assert state.participants == [] and state.queue == []
+    assert await lookup_pin(hooks.redis, pin) is None
+
+
+async def test_conference_end_clears_the_room_but_an_old_conference_does_not(hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)
+    q = {"room": room}
+    await hooks.post("/voice/conference-events", callback("participant-join", 1, pid), query=q)
+    other = {"ConferenceSid": "CF" + "b" * 32, "StatusCallbackEvent": "conference-end",
+             "SequenceNumber": "40", "AccountSid": ACCOUNT_SID, "FriendlyName": "x"}
+    await hooks.post("/voice/conference-events", other, query=q)
+    assert len((await hooks.queue.snapshot(room)).participants) == 1
+    end = other | {"ConferenceSid": "CF" + "a" * 32}
+    for _ in range(2):  # idempotent
+        status, body = await hooks.post("/voice/conference-events", end, query=q)
+        assert status == 200 and check_twiml(body) is not None
+    assert (await hooks.queue.snapshot(room)).participants == []
+    assert (await get_room(hooks.redis, room)).conference_sid is None
+
+
+async def test_a_callback_for_an_unknown_participant_recreates_it(hooks: Hooks) -> None:
+    created = await _room(hooks.redis)
+    room = created.room.id
+    await hooks.post("/voice/conference-events", callback("participant-join", 1, "pdegraded1",
+                                                          StartConferenceOnEnter="false"),
+                     query={"room": room})
+    p = await hooks.queue.participant(room, "pdegraded1")
+    assert (p.role, p.muted, p.call_sid) == ("participant", True, "CA" + "1" * 32)
+
+
+async def test_private_announcements_and_wait_music_are_media_only(hooks: Hooks) -> None:
+    _, body = await hooks.post("/voice/announce", {"AccountSid": ACCOUNT_SID},
+                               query={"msg": "raised", "n": "2"})
+    root = check_twiml(body, media_only=True)
+    assert [s.text for s in root.iter("Say")] == ["Hand raised. You are number 2 in line."]
+    _, body = await hooks.post("/voice/wait", call())
+    check_twiml(body, media_only=True)
+
+
+async def test_host_controls_report_twilio_failures_and_leave_state_alone(hooks: Hooks) -> None:
+    from handraise.phone.webhooks import host_controls
+
+    room, pid = await _joined(hooks)
+    controls = host_controls(hooks.app)
+    result = await controls.unmute(room, pid)
+    assert not result.ok and "not started" in result.message
+    await hooks.post("/voice/conference-events", callback("participant-join", 1, pid),
+                     query={"room": room})
+    result = await controls.call_on(room, pid)  # nothing listens at the API URL
+    assert not result.ok and "Twilio" in result.message
+    assert (await hooks.queue.participant(room, pid)).muted is True
+    assert await hooks.queue.speaker(room) is None
+
+
+def _says(body: str) -> list[str]:
+    return [s.text or "" for s in ET.fromstring(body).iter("Say")]
