@@ -131,6 +131,20 @@ def curves(presses_per_key: int) -> None:
         print(f"{level:6d}   {right / len(seq):7.1%}   {wrong:5d}")
 
 
+def talk_down(presses_per_key: int) -> None:
+    """Keys pressed while the caller talks (not in the table; for information)."""
+    rng = np.random.default_rng(4)
+    seq = KEYS * presses_per_key
+    print(f"\n== keys over the caller's own speech (tones -10 dBm0 each, 60 ms on / 40 ms off, "
+          f"{len(seq)} presses; speech-like voice, active level) ==")
+    print("speech dBm0   detected   wrong/extra")
+    for level in (-40, -35, -30, -25, -20, -15):
+        keys = synth.dtmf(seq, tone_ms=60, gap_ms=40, level_dbm0=-10, rng=rng)
+        talk = synth.speech_like(keys.size / 8.0, level_dbm0=float(level), rng=rng)
+        right, wrong = score(detect(mulaw.encode(keys + talk)), seq, 100.0)
+        print(f"{level:11d}   {right / len(seq):7.1%}   {wrong:5d}")
+
+
 def score(events: list[DigitEvent], seq: str, period_ms: float) -> tuple[int, int]:
     """Match events to presses by time slot; count right ones and wrong or extra ones."""
     slots: dict[int, list[str]] = {}
@@ -146,7 +160,7 @@ def score(events: list[DigitEvent], seq: str, period_ms: float) -> tuple[int, in
 
 def talkoff(minutes: float) -> None:
     print(f"\n== talk-off (mu-law, {minutes:g} min of each corpus, no keys in any) ==")
-    print(f"{'corpus':44s} {'minutes':>7s} {'false keys':>10s} {'per hour':>8s} "
+    print(f"{'corpus':50s} {'minutes':>7s} {'false keys':>10s} {'per hour':>8s} "
           f"{'false *1/*2':>11s} {'per hour':>8s}")
     sets: list[tuple[str, Callable[[], list[np.ndarray]]]] = []
     if corpus.espeak_available():
@@ -169,7 +183,7 @@ def talkoff(minutes: float) -> None:
             n_cmds += len(KeyDecoder().feed_all(events))
             samples += x.size
         hours = samples / synth.SAMPLE_RATE / 3600
-        print(f"{name:44s} {hours * 60:7.1f} {n_keys:10d} {n_keys / hours:8.2f} {n_cmds:11d} "
+        print(f"{name:50s} {hours * 60:7.1f} {n_keys:10d} {n_keys / hours:8.2f} {n_cmds:11d} "
               f"{n_cmds / hours:8.2f}")
 
 
@@ -272,6 +286,8 @@ def main() -> None:
         table(trials=2 if args.quick else 10)
     if args.only in (None, "curves"):
         curves(presses_per_key=2 if args.quick else 10)
+    if args.only in (None, "curves"):
+        talk_down(presses_per_key=2 if args.quick else 10)
     if args.only in (None, "talkoff"):
         talkoff(minutes)
     if args.only in (None, "cpu"):
