@@ -1,0 +1,85 @@
+"""The whole phone stack for end-to-end tests: the app served over HTTP, the emulator, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Quart
+
+from handraise.app import create_app
+from handraise.config import Settings
+from handraise.phone.control import HostControls
+from handraise.phone.webhooks import host_controls
+from handraise.queue import Queue
+from handraise.sim import ServedApp, SimConfig, Simulator, free_port
+from handraise.store import Redis, client_from_url
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "e2eToken0123456789abcdef01234567"
+
+
+@dataclass
+class Stack:
+    app: Quart
+    served: ServedApp
+    sim: Simulator
+    redis: Redis
+    queue: Queue
+
+    @property
+    def host(self) -> HostControls:
+        return host_controls(self.app)
+
+    async def dial_in(self, digits: str, number: str) -> str:
+        """Place a call and type ``digits`` at the code prompt; returns the CallSid."""
+        sid = self.sim.place_call(number, "+15550109999")
+        await self.sim.wait_event("gather-start", call_sid=sid, num_digits=6)
+        self.sim.press(sid, digits)
+        return sid
+
+    def said(self, sid: str) -> str:
+        return " | ".join(str(t.get("text", "")) for t in self.sim.transcript(sid))
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for c in self.sim.engine.calls.values() for e in c.errors]
+
+
+@contextlib.asynccontextmanager
+async def phone_stack(redis_url: str, **sim_options: Any) -> AsyncIterator[Stack]:
+    """App + emulator on free ports; the app's public URL is where it is served."""
+    port, sim_port = free_port(), free_port()
+    public = f"http://127.0.0.1:{port}"
+    redis = client_from_url(redis_url)
+    settings = Settings(public_url=public, twilio_account_sid=ACCOUNT_SID,
+                        twilio_auth_token=AUTH_TOKEN, twilio_api_url=f"http://127.0.0.1:{sim_port}")
+    app = create_app(settings, redis=redis)
+    options: dict[str, Any] = {"media_time_scale": 0.0, "wait_time_scale": 0.05, "seed": 11,
+                               "background": "silence"}
+    options |= sim_options
+    config = SimConfig(voice_url=public + "/voice/incoming", account_sid=ACCOUNT_SID,
+                       auth_token=AUTH_TOKEN, port=sim_port, **options)
+    try:
+        async with ServedApp(app, port=port, health_path="/healthz") as served, \
+                Simulator(config) as sim:
+            yield Stack(app, served, sim, redis, Queue(redis))
+    finally:
+        await redis.aclose()
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+    """Poll an async or sync check with a deadline; returns its first truthy value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)  # polling with a deadline, not synchronisation
