@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -27,6 +29,7 @@ from twilio.rest import Client
 
 from ..config import DEFAULT_TWILIO_API_URL, Settings
 from ..errors import HandraiseError, NotFound
+from ..events import REDIS_ERRORS
 from ..pins import revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import Room, get_room, update_room
@@ -35,6 +38,7 @@ from .twiml import PhoneUrls
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
 OutcomeKind = Literal["ok", "gone", "failed"]
 
 
@@ -143,6 +147,29 @@ class TwilioControl:
             "end the conference",
             lambda c: c.conferences(conference_sid).update_async(status="completed"))
 
+    async def list_participants(self, conference_sid: str) -> tuple[RestOutcome, list[RemoteParticipant]]:
+        found: list[RemoteParticipant] = []
+
+        async def fetch(c: Client) -> None:
+            for item in await c.conferences(conference_sid).participants.list_async():
+                found.append(RemoteParticipant(
+                    label=item.label, call_sid=item.call_sid, muted=bool(item.muted),
+                    hold=bool(item.hold), host=bool(item.start_conference_on_enter)))
+
+        outcome = await self._do("list the conference's participants", fetch)
+        return outcome, found
+
+
+@dataclass(frozen=True)
+class RemoteParticipant:
+    """One participant as Twilio lists it."""
+
+    label: str | None
+    call_sid: str | None
+    muted: bool
+    hold: bool
+    host: bool
+
 
 async def forget_participant(queue: Queue, room: str, pid: str, *, reason: str) -> bool:
     """Remove a participant whose call is gone: hand, speaker state and web PIN go too."""
@@ -159,6 +186,24 @@ async def clear_conference(queue: Queue, room: str, *, reason: str = "conference
     with contextlib.suppress(NotFound):
         await update_room(queue.redis, room, conference_sid="", maxlen=queue.maxlen)
     return len(state.participants)
+
+
+_REDIS_DOWN = ActionResult(False, "The hand queue is briefly unavailable (Redis cannot be reached); "
+                                  "nothing was changed. Try again in a moment.")
+
+
+def _redis_guarded(method: Callable[P, Awaitable[ActionResult]]) -> Callable[P, Awaitable[ActionResult]]:
+    """A lost Redis becomes a clear result for the host, not an exception."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> ActionResult:
+        try:
+            return await method(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            log.warning("host action %s: redis unavailable: %r", method.__name__, exc)
+            return _REDIS_DOWN
+
+    return run
 
 
 class HostControls:
@@ -207,12 +252,15 @@ class HostControls:
         if r.conference_sid:
             await self.twilio.announce_to(r.conference_sid, self._who(p), self.urls.announce(key, n))
 
+    @_redis_guarded
     async def mute(self, room: str, pid: str) -> ActionResult:
         return await self._set_muted(room, pid, True)
 
+    @_redis_guarded
     async def unmute(self, room: str, pid: str) -> ActionResult:
         return await self._set_muted(room, pid, False)
 
+    @_redis_guarded
     async def call_on(self, room: str, pid: str | None = None) -> ActionResult:
         """Unmute ``pid`` (or the first raised hand), make them the speaker, tell them privately."""
         if pid is None:
@@ -230,6 +278,7 @@ class HostControls:
         await self._announce(room, pid, "live")
         return ActionResult(True, "They are live.", pid)
 
+    @_redis_guarded
     async def done(self, room: str, pid: str | None = None) -> ActionResult:
         """End the current speaker's turn: mute them again."""
         pid = pid or await self.queue.speaker(room)
@@ -241,6 +290,7 @@ class HostControls:
         await self.queue.done_speaking(room, pid, by="host")
         return ActionResult(True, "Done; they are muted again.", pid)
 
+    @_redis_guarded
     async def lower_hand(self, room: str, pid: str) -> ActionResult:
         try:
             lowered = await self.queue.lower_hand(room, pid, by="host")
@@ -251,10 +301,12 @@ class HostControls:
         await self._announce(room, pid, "lowered")
         return ActionResult(True, "Hand lowered.", pid)
 
+    @_redis_guarded
     async def lower_all(self, room: str) -> ActionResult:
         n = await self.queue.lower_all(room, by="host")
         return ActionResult(True, f"{n} hand{'s' if n != 1 else ''} lowered.")
 
+    @_redis_guarded
     async def mute_all(self, room: str) -> ActionResult:
         """Mute every caller except hosts; the speaker's turn ends."""
         state = await self.queue.snapshot(room)
@@ -268,6 +320,7 @@ class HostControls:
                                        f"{failed[0].message}")
         return ActionResult(True, f"Muted {len(results)} caller{'s' if len(results) != 1 else ''}.")
 
+    @_redis_guarded
     async def remove(self, room: str, pid: str) -> ActionResult:
         """Take a caller out of the conference (their call ends)."""
         try:
@@ -286,6 +339,7 @@ class HostControls:
         log.info("room %s: removed %s", room, pid)
         return ActionResult(True, "Removed from the call.", pid)
 
+    @_redis_guarded
     async def end_conference(self, room: str) -> ActionResult:
         """End the conference for everyone; the room stays open for a later meeting."""
         try:
@@ -300,6 +354,7 @@ class HostControls:
         log.info("room %s: conference ended by the host (%d participants)", room, n)
         return ActionResult(True, "The conference has ended.")
 
+    @_redis_guarded
     async def prompt(self, room: str, pid: str) -> ActionResult:
         """Pull one caller into a short "press star 1" Gather and back, state intact."""
         try:
@@ -314,3 +369,35 @@ class HostControls:
         if not outcome.ok:
             return ActionResult(False, outcome.message, pid)
         return ActionResult(True, "They are being asked.", pid)
+
+    @_redis_guarded
+    async def reconcile(self, room: str) -> ActionResult:
+        """Bring the room's participants in line with Twilio's list (after Redis was away).
+
+        Adds callers who joined while Redis could not record them and refreshes mute and
+        hold. Nobody is removed: callers in the code menu or a host prompt are not listed.
+        """
+        r = await get_room(self.redis, room)
+        if not r.conference_sid:
+            return ActionResult(True, "No conference is running.")
+        outcome, remote = await self.twilio.list_participants(r.conference_sid)
+        if not outcome.ok:
+            return ActionResult(False, outcome.message)
+        state = await self.queue.snapshot(room)
+        added = 0
+        for x in remote:
+            if not x.label:
+                continue
+            if state.participant(x.label) is None:
+                try:
+                    await self.queue.join(room, role="host" if x.host else "participant",
+                                          call_sid=x.call_sid, label=x.label, muted=x.muted,
+                                          hold=x.hold, participant_id=x.label)
+                except HandraiseError as exc:
+                    log.info("room %s: could not re-add %s: %s", room, x.label, exc.message)
+                    continue
+                added += 1
+            else:
+                await self.queue.update(room, x.label, muted=x.muted, hold=x.hold)
+        log.info("room %s: reconciled with Twilio (%d added)", room, added)
+        return ActionResult(True, f"Reconciled with Twilio: {added} caller{'s' if added != 1 else ''} added.")

@@ -60,6 +60,8 @@ class PhoneServices:
     code_cache: dict[str, tuple[Room, Role, float]] = field(default_factory=dict)
     room_cache: dict[str, Room] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Rooms whose changes Redis missed: reconciled with Twilio once Redis answers again.
+    dirty: set[str] = field(default_factory=set)
 
     @property
     def redis(self) -> Redis:
@@ -177,6 +179,7 @@ def _room_for_recovery(svc: PhoneServices, room_id: str) -> Room | None:
 async def _recover(svc: PhoneServices, room_id: str, pid: str, exc: BaseException) -> Response:
     """After a failure mid-flow: keep the caller in the conference, muted, with an apology."""
     if isinstance(exc, REDIS_ERRORS):
+        svc.dirty.add(room_id)
         log.warning("room %s: redis unavailable during a call of %s: %r", room_id, pid, exc)
     else:
         log.exception("room %s: webhook failed for %s", room_id, pid, exc_info=exc)
@@ -253,6 +256,7 @@ async def post_incoming() -> Response:
             return _xml(twiml.apology("Sorry, we cannot check meeting codes right now. "
                                       "Please call again in a few minutes. Goodbye."))
         room, role = cached
+        svc.dirty.add(room.id)
         return _degraded_join(svc, room, None, role)
     except Exception:
         log.exception("call %s: code lookup failed", call_sid[-6:])
@@ -284,6 +288,7 @@ async def post_incoming() -> Response:
                                   stream_params={"room": room.id, "participant": pid}))
     except Exception as exc:  # Twilio must always get TwiML
         if isinstance(exc, REDIS_ERRORS):
+            svc.dirty.add(room.id)
             log.warning("room %s: redis unavailable while joining a caller: %r", room.id, exc)
         else:
             log.exception("room %s: joining a caller failed", room.id)
@@ -496,10 +501,16 @@ async def post_conference_events() -> Response:
     room_id = _arg("room")
     try:
         await _apply_callback(svc, room_id, form)
+        if room_id in svc.dirty and form.get("StatusCallbackEvent") != "conference-end":
+            svc.dirty.discard(room_id)
+            result = await svc.host.reconcile(room_id)
+            if not result.ok:
+                svc.dirty.add(room_id)
     except NotFound:
         log.info("room %s: callback for an unknown room or participant ignored", room_id)
     except Exception as exc:  # answer 200 anyway; Twilio does not retry these
         if isinstance(exc, REDIS_ERRORS):
+            svc.dirty.add(room_id)
             log.warning("room %s: redis unavailable for %s: %r", room_id,
                         form.get("StatusCallbackEvent"), exc)
         else:
