@@ -147,6 +147,20 @@ class TwilioControl:
             "end the conference",
             lambda c: c.conferences(conference_sid).update_async(status="completed"))
 
+    async def hang_up(self, call_sid: str) -> RestOutcome:
+        return await self._do(
+            "hang up the call", lambda c: c.calls(call_sid).update_async(status="completed"))
+
+    async def call_status(self, call_sid: str) -> str | None:
+        """The call's status (``in-progress``, ``completed``…), None if unknown or unreachable."""
+        found: list[str] = []
+
+        async def fetch(c: Client) -> None:
+            found.append(str((await c.calls(call_sid).fetch_async()).status))
+
+        outcome = await self._do("look up the call", fetch)
+        return found[0] if outcome.ok and found else ("completed" if outcome.kind == "gone" else None)
+
     async def list_participants(self, conference_sid: str) -> tuple[RestOutcome, list[RemoteParticipant]]:
         found: list[RemoteParticipant] = []
 
@@ -224,6 +238,15 @@ class HostControls:
         return p.label or p.call_sid or p.id
 
     async def _gone(self, room: str, pid: str) -> ActionResult:
+        """Twilio does not list them in the conference: hung up, or just not in it right now."""
+        try:
+            p = await self.queue.participant(room, pid)
+        except NotFound:
+            return ActionResult(False, "That caller has already left the call.", pid)
+        status = await self.twilio.call_status(p.call_sid) if p.call_sid else "completed"
+        if status in ("in-progress", "ringing", "queued"):
+            return ActionResult(False, "That caller is not in the conference right now (joining, or "
+                                       "answering a prompt); try again in a moment.", pid)
         await forget_participant(self.queue, room, pid, reason="gone")
         return ActionResult(False, "That caller has already left the call.", pid)
 
@@ -333,6 +356,9 @@ class HostControls:
             outcome = RestOutcome("failed", "The conference has not started yet.")
         else:
             outcome = RestOutcome("gone")
+        if outcome.kind == "gone" and p.call_sid:
+            # Not in the conference (code menu, prompt): end the call itself.
+            outcome = await self.twilio.hang_up(p.call_sid)
         if not outcome.ok and outcome.kind != "gone":
             return ActionResult(False, outcome.message, pid)
         await forget_participant(self.queue, room, pid, reason="removed")

@@ -1,0 +1,106 @@
+"""Host controls and star keypad mode end to end (app over HTTP, emulator, real Redis)."""
+
+from __future__ import annotations
+
+import pytest
+from phonekit import Stack, phone_stack, until
+
+from handraise.rooms import create_room, get_room
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning"),
+]
+
+
+async def _join(stack: Stack, code: str, number: str, *, host: bool = False) -> tuple[str, str]:
+    """Dial in and reach the conference; returns (CallSid, participant id)."""
+    sid = await stack.dial_in(code, number)
+    if not host:
+        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
+    await stack.sim.wait_event("conference", call_sid=sid, event="participant-join")
+    return sid, stack.sim.state(sid)["conference"]["label"]
+
+
+async def test_star_mode_steps_out_reads_one_key_and_puts_the_caller_back(redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Star room", keypad_mode="star")
+        room = created.room
+        await _join(stack, created.host_code, "+15550100001", host=True)
+        sid, pid = await _join(stack, room.access_code, "+15550100002")
+        assert stack.sim.state(sid)["streams"] == []  # star mode forks no audio
+        mark = stack.sim.events[-1].seq
+        stack.sim.press(sid, "*")
+        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=1, after=mark)
+        stack.sim.press(sid, "1")
+        await stack.sim.wait_event("conference", call_sid=sid, event="participant-join", after=mark)
+        assert stack.sim.state(sid)["conference"]["label"] == pid
+        assert stack.sim.state(sid)["conference"]["muted"] is True
+        hands = await stack.queue.queue(room.id)
+        assert [(h.participant, h.source) for h in hands] == [(pid, "keypad")]
+        assert "You are number 1" in stack.said(sid)
+        assert (await stack.queue.snapshot(room.id)).participant(pid) is not None
+
+
+async def test_mute_all_lower_all_and_end_conference(redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Controls", end_on_host_exit=False)
+        room = created.room
+        host, _ = await _join(stack, created.host_code, "+15550100001", host=True)
+        calls = [await _join(stack, room.access_code, f"+1555010000{i}") for i in (2, 3, 4)]
+        (a, a_pid), (b, b_pid), (c, c_pid) = calls
+        assert (await stack.host.call_on(room.id, a_pid)).ok
+        assert (await stack.host.unmute(room.id, b_pid)).ok
+        assert stack.sim.state(b)["conference"]["muted"] is False
+
+        result = await stack.host.mute_all(room.id)
+        assert result.ok and result.message == "Muted 2 callers."
+        assert all(stack.sim.state(s)["conference"]["muted"] for s in (a, b, c))
+        assert stack.sim.state(host)["conference"]["muted"] is False  # hosts keep their voice
+        assert await stack.queue.speaker(room.id) is None
+
+        for pid in (b_pid, c_pid):
+            await stack.queue.raise_hand(room.id, pid, source="web")
+        result = await stack.host.lower_all(room.id)
+        assert result.ok and result.message == "2 hands lowered."
+        assert await stack.queue.queue(room.id) == []
+
+        result = await stack.host.end_conference(room.id)
+        assert result.ok
+        for sid in (host, a, b, c):
+            await stack.sim.wait_event("call-ended", call_sid=sid)
+        assert "The meeting has ended" in stack.said(a)
+        state = await stack.queue.snapshot(room.id)
+        assert state.participants == [] and state.queue == []
+        assert (await get_room(stack.redis, room.id)).status == "open"  # reusable next time
+
+
+async def test_a_caller_outside_the_conference_is_kept_until_their_call_is_gone(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Gone")
+        room = created.room
+        await _join(stack, created.host_code, "+15550100001", host=True)
+        sid = await stack.dial_in(room.access_code, "+15550100002")
+        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
+        [pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
+                 if p.call_sid == sid]
+        await until(lambda: _has_conference(stack, room.id))
+
+        # Still in the pre-join window: not in the conference, but very much on the line.
+        result = await stack.host.unmute(room.id, pid)
+        assert not result.ok and "not in the conference right now" in result.message
+        assert (await stack.queue.snapshot(room.id)).participant(pid) is not None
+
+        # They hang up before joining: no conference callback will ever say so.
+        await stack.sim.hang_up(sid)
+        result = await stack.host.unmute(room.id, pid)
+        assert not result.ok and "already left" in result.message
+        assert (await stack.queue.snapshot(room.id)).participant(pid) is None
+
+
+async def _has_conference(stack: Stack, room: str) -> bool:
+    return (await get_room(stack.redis, room)).conference_sid is not None
