@@ -8,8 +8,10 @@ with an apology, rather than answering 500 to Twilio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +61,8 @@ class PhoneServices:
     # code hash -> (room, role, expiry): lets callers in while Redis is away (degraded mode).
     code_cache: dict[str, tuple[Room, Role, float]] = field(default_factory=dict)
     room_cache: dict[str, Room] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Striped locks (bounded memory) serialise callbacks of one participant in this process.
+    locks: list[asyncio.Lock] = field(default_factory=lambda: [asyncio.Lock() for _ in range(64)])
     # Rooms whose changes Redis missed: reconciled with Twilio once Redis answers again.
     dirty: set[str] = field(default_factory=set)
 
@@ -68,13 +71,14 @@ class PhoneServices:
         return self.queue.redis
 
     def lock(self, name: str) -> asyncio.Lock:
-        lock = self.locks.get(name)
-        if lock is None:
-            lock = self.locks[name] = asyncio.Lock()
-        return lock
+        return self.locks[zlib.crc32(name.encode()) % len(self.locks)]
 
     def remember(self, code: str, room: Room, role: Role) -> None:
-        self.code_cache[code_hash(code)] = (room, role, time.monotonic() + CODE_CACHE_TTL_S)
+        now = time.monotonic()
+        if len(self.code_cache) > 10_000:
+            for stale in [k for k, (_, _, until) in self.code_cache.items() if until < now]:
+                del self.code_cache[stale]
+        self.code_cache[code_hash(code)] = (room, role, now + CODE_CACHE_TTL_S)
         self.room_cache[room.id] = room
 
     def cached(self, code: str) -> tuple[Room, Role] | None:
@@ -219,6 +223,12 @@ async def _lookup_code(svc: PhoneServices, code: str) -> tuple[Room, Role] | str
         return None
     found = await svc.redis.get(global_key("code", code_hash(code)))
     if not found:
+        # Closing a room drops its codes; a code this process saw before can still say why.
+        cached = svc.cached(code)
+        if cached is not None:
+            with contextlib.suppress(NotFound):
+                if (await get_room(svc.redis, cached[0].id)).status != "open":
+                    return "closed"
         return None
     room_id, _, role_name = str(found).partition(":")
     try:

@@ -18,7 +18,7 @@ from handraise.config import Settings
 from handraise.phone.security import SIGNED_MARK
 from handraise.pins import lookup_pin
 from handraise.queue import Queue
-from handraise.rooms import CreatedRoom, create_room, get_room
+from handraise.rooms import CreatedRoom, close_room, create_room, get_room
 from handraise.store import Redis
 
 PUBLIC = "https://hr.example.org"
@@ -153,9 +153,14 @@ async def test_host_code_joins_unmuted_and_star_rooms_skip_the_stream(hooks: Hoo
 
 async def test_a_closed_room_says_so(hooks: Hooks) -> None:
     created = await _room(hooks.redis)
-    await hooks.redis.hset(f"hr:{{{created.room.id}}}:room", "status", "closed")
-    _, body = await hooks.post("/voice/incoming", call(Digits=created.room.access_code))
+    room = created.room
+    await hooks.post("/voice/incoming", call(Digits=room.access_code))  # seen while open
+    await close_room(hooks.redis, room.id)
+    _, body = await hooks.post("/voice/incoming", call("CA" + "3" * 32, Digits=room.access_code))
     assert "closed" in body and "<Hangup" in body
+    _, body = await hooks.post("/voice/incoming", call("CA" + "3" * 32, Digits=room.access_code),
+                               query={"attempt": "1"})
+    assert "closed" in body
 
 
 async def test_an_internal_error_mid_call_keeps_the_caller_in_the_conference(hooks: Hooks) -> None:
