@@ -34,7 +34,7 @@ from ..pins import revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import Room, get_room, update_room
 from ..store import Redis
-from .twiml import PhoneUrls
+from .twiml import ANNOUNCEMENTS, PhoneUrls
 
 log = logging.getLogger(__name__)
 
@@ -266,14 +266,27 @@ class HostControls:
         log.info("room %s: %s %s", room, "muted" if muted else "unmuted", pid)
         return ActionResult(True, "Muted." if muted else "Unmuted.", pid)
 
-    async def _announce(self, room: str, pid: str, key: str, n: int | None = None) -> None:
+    async def _announce(self, room: str, pid: str, key: str, n: int | None = None) -> RestOutcome:
         """A private prompt to one caller; failure is logged, not fatal (the action happened)."""
         try:
             r, p = await self._target(room, pid)
-        except HandraiseError:
-            return
-        if r.conference_sid:
-            await self.twilio.announce_to(r.conference_sid, self._who(p), self.urls.announce(key, n))
+        except HandraiseError as exc:
+            return RestOutcome("failed", exc.message)
+        if not r.conference_sid:
+            return RestOutcome("failed", "The conference has not started yet.")
+        return await self.twilio.announce_to(r.conference_sid, self._who(p),
+                                             self.urls.announce(key, n))
+
+    @_redis_guarded
+    async def announce(self, room: str, pid: str, key: str, n: int | None = None) -> ActionResult:
+        """Play one of :data:`twiml.ANNOUNCEMENTS` to ``pid`` only (``"raised"`` takes ``n``).
+
+        For the web page: after a raise from the companion page, tell the caller their place.
+        """
+        if key not in ANNOUNCEMENTS:
+            return ActionResult(False, f"There is no announcement {key!r}.", pid)
+        outcome = await self._announce(room, pid, key, n)
+        return ActionResult(outcome.ok, outcome.message or "Announced.", pid)
 
     @_redis_guarded
     async def mute(self, room: str, pid: str) -> ActionResult:

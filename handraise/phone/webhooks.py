@@ -23,7 +23,7 @@ from ..config import Settings
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
 from ..pins import issue_pin, pin_of
-from ..queue import Queue, mask_number
+from ..queue import Queue, Source, mask_number
 from ..rooms import Role, Room, code_hash, get_room, new_id, update_room
 from ..store import Redis, global_key, key
 from . import twiml
@@ -353,15 +353,15 @@ async def _after_dial(svc: PhoneServices, form: dict[str, str]) -> Response:
 
 
 async def _hand_keys(svc: PhoneServices, form: dict[str, str], *, raise_digits: set[str],
-                     lower_digits: set[str], source: str) -> Response:
+                     lower_digits: set[str], source: Source) -> Response:
     room_id, pid = _arg("room"), _arg("pid")
     digits = form.get("Digits", "")
     line = "Returning you to the meeting."
     if digits in raise_digits:
-        position, _ = await svc.queue.raise_hand(room_id, pid, source=source)  # type: ignore[arg-type]
+        position, _ = await svc.queue.raise_hand(room_id, pid, source=source)
         line = f"Your hand is raised. You are number {position} in line."
     elif digits in lower_digits:
-        await svc.queue.lower_hand(room_id, pid, by=source)  # type: ignore[arg-type]
+        await svc.queue.lower_hand(room_id, pid, by=source)
         line = "Your hand is down."
     return _xml(twiml.say_then_redirect(line, svc.urls.rejoin(room_id, pid)))
 

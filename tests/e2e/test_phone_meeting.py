@@ -140,7 +140,10 @@ async def test_a_moderated_meeting_with_a_host_and_seven_callers(redis_server: s
         await stack.sim.wait_event("heard", call_sid=callers[1], kind="announcement",
                                    text="Your hand was lowered.")
         fourth = by_call[callers[4]]
-        await stack.queue.raise_hand(room.id, fourth.id, source="web")
+        position, _ = await stack.queue.raise_hand(room.id, fourth.id, source="web")
+        assert (await stack.host.announce(room.id, fourth.id, "raised", position)).ok
+        await stack.sim.wait_event("heard", call_sid=callers[4], kind="announcement",
+                                   text="Hand raised. You are number 1 in line.")
         fourth_pin = await stack.redis.get(f"hr:{{{room.id}}}:pin:{fourth.id}")
         await stack.sim.hang_up(callers[4])
         state = await until(lambda: _gone(stack, room.id, fourth.id))

@@ -39,7 +39,12 @@ class Hooks:
             PUBLIC + full, params)
         client = self.app.test_client()
         response = await client.post(full, form=params, headers={"X-Twilio-Signature": sig})
-        return response.status_code, (await response.get_data(as_text=True))
+        body = await response.get_data(as_text=True)
+        if response.status_code == 200:
+            # Every document the app answers Twilio with obeys the nesting and value rules.
+            assert response.content_type.startswith("text/xml")
+            check_twiml(body, media_only=path in ("/voice/wait", "/voice/announce"))
+        return response.status_code, body
 
 
 @pytest.fixture
