@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from quart import Response, current_app, request
+from quart import Response, current_app, request, websocket
 from twilio.request_validator import RequestValidator
 
 from ..config import Settings
@@ -76,6 +76,26 @@ def twilio_signed(handler: Handler) -> Handler:
         if not ok:
             log.warning("refused %s %s: missing or invalid X-Twilio-Signature", request.method,
                         request.path)
+            return Response("Forbidden: invalid Twilio signature.\n", status=403,
+                            content_type="text/plain")
+        return await handler(*args, **kwargs)
+
+    setattr(wrapper, SIGNED_MARK, True)
+    return wrapper  # type: ignore[return-value]
+
+
+def twilio_signed_websocket(handler: Handler) -> Handler:
+    """Decorate a Media Streams WebSocket view: refuse the upgrade (403) unless it is signed.
+
+    Twilio signs the ``wss://`` URL it connected to, with no body parameters (TWILIO.md §1.6).
+    """
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings: Settings = current_app.config["HANDRAISE_SETTINGS"]
+        signature = websocket.headers.get("X-Twilio-Signature", "")
+        if not websocket_signature_valid(settings, websocket.path, websocket.query_string, signature):
+            log.warning("refused websocket %s: missing or invalid X-Twilio-Signature", websocket.path)
             return Response("Forbidden: invalid Twilio signature.\n", status=403,
                             content_type="text/plain")
         return await handler(*args, **kwargs)

@@ -312,6 +312,8 @@ async def _prejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
     """End of the pre-join raise window: confirm the hand, read the PIN, join muted."""
     room_id, pid = _arg("room"), _arg("pid")
     room = await get_room(svc.redis, room_id)
+    if room.status != "open":
+        return _xml(twiml.room_closed())
     svc.room_cache[room.id] = room
     digits = form.get("Digits", "")
     hand_line = None

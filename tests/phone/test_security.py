@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+from quart import Quart, websocket
+from quart.testing import WebsocketResponseError
 from twilio.request_validator import RequestValidator
 
 from handraise.config import Settings
 from handraise.phone.security import (
     public_request_url,
     signature_valid,
+    twilio_signed_websocket,
     websocket_signature_valid,
     websocket_url,
 )
@@ -43,3 +47,24 @@ def test_websocket_upgrades_are_checked_against_the_wss_url() -> None:
     assert websocket_signature_valid(settings, "/voice/stream", b"", good)
     assert not websocket_signature_valid(settings, "/voice/stream", b"", https)
     assert not websocket_signature_valid(Settings(twilio_auth_token=TOKEN), "/voice/stream", b"", good)
+
+
+async def test_a_signed_websocket_view_refuses_unsigned_upgrades() -> None:
+    app = Quart("ws-test")
+    app.config["HANDRAISE_SETTINGS"] = Settings(public_url="https://hr.example.org",
+                                                twilio_auth_token=TOKEN)
+
+    @app.websocket("/voice/stream")
+    @twilio_signed_websocket
+    async def ws_stream() -> None:
+        await websocket.accept()
+        await websocket.send("hello")
+
+    client = app.test_client()
+    with pytest.raises(WebsocketResponseError) as refused:
+        async with client.websocket("/voice/stream", headers={"X-Twilio-Signature": "Zm9v"}) as ws:
+            await ws.receive()
+    assert refused.value.response.status_code == 403
+    good = RequestValidator(TOKEN).compute_signature("wss://hr.example.org/voice/stream", {})
+    async with client.websocket("/voice/stream", headers={"X-Twilio-Signature": good}) as ws:
+        assert await ws.receive() == "hello"
