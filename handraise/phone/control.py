@@ -414,7 +414,9 @@ class HostControls:
         """Bring the room's participants in line with Twilio's list (after Redis was away).
 
         Adds callers who joined while Redis could not record them and refreshes mute and
-        hold. Nobody is removed: callers in the code menu or a host prompt are not listed.
+        hold. A participant Twilio does not list is removed only when their call is over
+        (callers in the pre-join window or a host prompt are not listed, yet still there):
+        this also catches a hang-up during the pre-join window, which no callback reports.
         """
         r = await get_room(self.redis, room)
         if not r.conference_sid:
@@ -438,5 +440,13 @@ class HostControls:
                 added += 1
             else:
                 await self.queue.update(room, x.label, muted=x.muted, hold=x.hold)
-        log.info("room %s: reconciled with Twilio (%d added)", room, added)
-        return ActionResult(True, f"Reconciled with Twilio: {added} caller{'s' if added != 1 else ''} added.")
+        listed = {x.label for x in remote}
+        removed = 0
+        for p in state.participants:
+            if p.id in listed or not p.call_sid:
+                continue
+            if await self.twilio.call_status(p.call_sid) in ("completed", "busy", "failed",
+                                                             "no-answer", "canceled"):
+                removed += await forget_participant(self.queue, room, p.id, reason="gone")
+        log.info("room %s: reconciled with Twilio (%d added, %d removed)", room, added, removed)
+        return ActionResult(True, f"Reconciled with Twilio: {added} added, {removed} removed.")

@@ -95,11 +95,33 @@ async def test_a_caller_outside_the_conference_is_kept_until_their_call_is_gone(
         assert not result.ok and "not in the conference right now" in result.message
         assert (await stack.queue.snapshot(room.id)).participant(pid) is not None
 
+        # Reconciling keeps them: Twilio does not list them, but their call is live.
+        assert (await stack.host.reconcile(room.id)).message.endswith("0 removed.")
+        assert (await stack.queue.snapshot(room.id)).participant(pid) is not None
+
         # They hang up before joining: no conference callback will ever say so.
         await stack.sim.hang_up(sid)
         result = await stack.host.unmute(room.id, pid)
         assert not result.ok and "already left" in result.message
         assert (await stack.queue.snapshot(room.id)).participant(pid) is None
+
+
+async def test_reconcile_drops_a_caller_who_hung_up_in_the_pre_join_window(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Ghosts")
+        room = created.room
+        await _join(stack, created.host_code, "+15550100001", host=True)
+        _, kept = await _join(stack, room.access_code, "+15550100002")
+        ghost = await stack.dial_in(room.access_code, "+15550100003")
+        await stack.sim.wait_event("gather-start", call_sid=ghost, num_digits=2)
+        await stack.sim.hang_up(ghost)
+        assert len((await stack.queue.snapshot(room.id)).participants) == 3
+        result = await stack.host.reconcile(room.id)
+        assert result.ok and result.message == "Reconciled with Twilio: 0 added, 1 removed."
+        state = await stack.queue.snapshot(room.id)
+        assert len(state.participants) == 2 and state.participant(kept) is not None
 
 
 async def _has_conference(stack: Stack, room: str) -> bool:
