@@ -98,6 +98,8 @@ def phone(app: Quart) -> PhoneServices:
 def init_phone(app: Quart) -> None:
     """Register the voice blueprint and the phone services' start-up and shut-down."""
     app.register_blueprint(bp)
+    # twilio's HTTP client logs every request and its headers at INFO.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
     @app.before_serving
     async def start_phone() -> None:
@@ -455,9 +457,9 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
     event = form.get("StatusCallbackEvent", "")
     conference_sid = form.get("ConferenceSid", "")
     try:
-        seq = int(form.get("SequenceNumber", "0"))
-    except ValueError:
-        seq = 0
+        seq: int | None = int(form["SequenceNumber"])
+    except (KeyError, ValueError):
+        seq = None  # no order to keep: apply it
     room = await get_room(svc.redis, room_id)
     if event == "conference-end":
         if room.conference_sid in (None, conference_sid):
@@ -473,7 +475,7 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
     if not pid or not event.startswith("participant-"):
         return
     async with svc.lock(f"{room_id}:{pid}"):
-        if not await _newer(svc, room_id, conference_sid, pid, seq):
+        if seq is not None and not await _newer(svc, room_id, conference_sid, pid, seq):
             log.debug("room %s: stale or duplicate %s #%d for %s", room_id, event, seq, pid)
             return
         if event == "participant-leave":

@@ -236,6 +236,11 @@ async def test_duplicate_and_out_of_order_callbacks_never_roll_state_back(hooks:
         "participant-leave", 8, pid, ReasonParticipantLeft="participant_hung_up",
         ParticipantCallStatus="completed"), query=q)
     assert (await hooks.queue.participant(room, pid)).id == pid
+    # Without a SequenceNumber there is no order to keep: the Muted field is applied.
+    unnumbered = callback("participant-mute", 0, pid, Muted="true")
+    del unnumbered["SequenceNumber"]
+    await hooks.post("/voice/conference-events", unnumbered, query=q)
+    assert (await hooks.queue.participant(room, pid)).muted is True
 
 
 async def test_leave_removes_hand_and_pin_but_a_redirect_does_not(hooks: Hooks) -> None:
