@@ -237,10 +237,11 @@ async def test_duplicate_and_out_of_order_callbacks_never_roll_state_back(hooks:
         ParticipantCallStatus="completed"), query=q)
     assert (await hooks.queue.participant(room, pid)).id == pid
     # Without a SequenceNumber there is no order to keep: the Muted field is applied.
-    unnumbered = callback("participant-mute", 0, pid, Muted="true")
+    assert (await hooks.queue.participant(room, pid)).muted is True
+    unnumbered = callback("participant-unmute", 0, pid, Muted="false")
     del unnumbered["SequenceNumber"]
     await hooks.post("/voice/conference-events", unnumbered, query=q)
-    assert (await hooks.queue.participant(room, pid)).muted is True
+    assert (await hooks.queue.participant(room, pid)).muted is False
 
 
 async def test_leave_removes_hand_and_pin_but_a_redirect_does_not(hooks: Hooks) -> None:
