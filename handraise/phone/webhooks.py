@@ -460,15 +460,17 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
         seq: int | None = int(form["SequenceNumber"])
     except (KeyError, ValueError):
         seq = None  # no order to keep: apply it
-    room = await get_room(svc.redis, room_id)
+    room_sid: str | None = None
+    if event in ("conference-end", "conference-start", "participant-join"):
+        room_sid = (await get_room(svc.redis, room_id)).conference_sid
     if event == "conference-end":
-        if room.conference_sid in (None, conference_sid):
+        if room_sid in (None, conference_sid):
             n = await clear_conference(svc.queue, room_id)
             log.info("room %s: conference %s ended (%s), %d cleared", room_id, conference_sid[-6:],
                      form.get("ReasonConferenceEnded", ""), n)
         return
     if event == "conference-start":
-        if room.conference_sid != conference_sid:
+        if room_sid != conference_sid:
             await update_room(svc.redis, room_id, conference_sid=conference_sid, maxlen=svc.queue.maxlen)
         return
     pid = form.get("ParticipantLabel", "")
@@ -489,9 +491,7 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
             if await forget_participant(svc.queue, room_id, pid, reason=reason or "left"):
                 log.info("room %s: %s left (%s)", room_id, pid, reason)
             return
-        if not await _ensure_participant(svc, room_id, pid, form):
-            return
-        if event == "participant-join" and room.conference_sid != conference_sid:
+        if event == "participant-join" and room_sid != conference_sid:
             await update_room(svc.redis, room_id, conference_sid=conference_sid, maxlen=svc.queue.maxlen)
         changes: dict[str, Any] = {}
         muted, hold = _flag(form, "Muted"), _flag(form, "Hold")
@@ -502,8 +502,13 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
             changes["hold"] = hold
         if event == "participant-join" and form.get("CallSid"):
             changes["call_sid"] = form["CallSid"]
-        if changes:
+        try:
+            if not changes:
+                raise NotFound("nothing to update; check the participant exists")
             await svc.queue.update(room_id, pid, **changes)
+        except NotFound:
+            # Unknown (joined while Redis was away): recreated from this callback's fields.
+            await _ensure_participant(svc, room_id, pid, form)
 
 
 @bp.post("/conference-events")

@@ -188,5 +188,7 @@ async def _gone(stack: Stack, room: str, pid: str) -> object:
 
 
 async def _empty(stack: Stack, room: str) -> object:
+    """Everyone gone and the conference-end callback seen (it comes after the leaves)."""
     state = await stack.queue.snapshot(room)
-    return state if not state.participants else None
+    ended = (await get_room(stack.redis, room)).conference_sid is None
+    return state if not state.participants and ended else None
