@@ -21,7 +21,7 @@ from quart import Blueprint, Quart, Response, current_app, request
 from ..app import services
 from ..config import Settings
 from ..errors import HandraiseError, NotFound
-from ..events import REDIS_ERRORS
+from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
 from ..queue import Queue, Source, mask_number
 from ..rooms import Role, Room, code_hash, get_room, new_id, update_room
@@ -46,6 +46,28 @@ if tonumber(ARGV[2]) <= cur then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], 86400)
 return 1
+"""
+
+# The ordering check and the participant update in one step, so that two processes
+# handling callbacks of one caller cannot interleave (a stale one would win otherwise).
+_ORDERED_UPDATE = LUA_EMIT + """
+-- KEYS 1 participants, 2 participant hash, 3 events, 4 seq hash
+-- ARGV 1 maxlen, 2 room, 3 pid, 4 sequence number (-1: none), 5 encoded, 6 typed
+-- Returns -1 stale or duplicate, -2 unknown participant, else the number of fields changed.
+local seq = tonumber(ARGV[4])
+if seq >= 0 then
+  local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '-1')
+  if seq <= cur then return -1 end
+end
+if redis.call('SISMEMBER', KEYS[1], ARGV[3]) == 0 then return -2 end
+if seq >= 0 then
+  redis.call('HSET', KEYS[4], ARGV[3], seq)
+  redis.call('EXPIRE', KEYS[4], 86400)
+end
+local ev = {type='participant.updated', room=ARGV[2], participant=ARGV[3]}
+local n = set_changed(KEYS[2], ARGV[5], ARGV[6], ev)
+if n > 0 then emit(KEYS[3], ARGV[1], ev) end
+return n
 """
 
 
@@ -428,8 +450,22 @@ def _flag(form: dict[str, str], name: str) -> bool | None:
     return None if value is None else value.strip().lower() == "true"
 
 
+def _seq_key(room: str, conference_sid: str) -> str:
+    return key(room, "seq", conference_sid or "none")
+
+
 async def _newer(svc: PhoneServices, room: str, conference_sid: str, who: str, seq: int) -> bool:
-    return bool(await svc.redis.eval(_NEWER, 1, key(room, "seq", conference_sid or "none"), who, seq))
+    return bool(await svc.redis.eval(_NEWER, 1, _seq_key(room, conference_sid), who, seq))
+
+
+async def _ordered_update(svc: PhoneServices, room: str, conference_sid: str, pid: str,
+                          seq: int | None, changes: dict[str, Any]) -> int:
+    """Apply ``changes`` unless a newer callback was applied: -1 stale, -2 unknown, else count."""
+    encoded, typed = encode_changes(changes)
+    keys = [key(room, "participants"), key(room, "p", pid), key(room, "events"),
+            _seq_key(room, conference_sid)]
+    args = [svc.queue.maxlen, room, pid, -1 if seq is None else seq, encoded, typed]
+    return int(await svc.redis.eval(_ORDERED_UPDATE, len(keys), *keys, *args))
 
 
 async def _ensure_participant(svc: PhoneServices, room: str, pid: str, form: dict[str, str]) -> bool:
@@ -477,10 +513,10 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
     if not pid or not event.startswith("participant-"):
         return
     async with svc.lock(f"{room_id}:{pid}"):
-        if seq is not None and not await _newer(svc, room_id, conference_sid, pid, seq):
-            log.debug("room %s: stale or duplicate %s #%d for %s", room_id, event, seq, pid)
-            return
         if event == "participant-leave":
+            if seq is not None and not await _newer(svc, room_id, conference_sid, pid, seq):
+                log.debug("room %s: stale or duplicate leave #%d for %s", room_id, seq, pid)
+                return
             reason = form.get("ReasonParticipantLeft", "")
             still_on_call = form.get("ParticipantCallStatus") == "in-progress"
             # A redirect (host prompt) or a * step-out: the caller comes back, keep them.
@@ -502,11 +538,10 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
             changes["hold"] = hold
         if event == "participant-join" and form.get("CallSid"):
             changes["call_sid"] = form["CallSid"]
-        try:
-            if not changes:
-                raise NotFound("nothing to update; check the participant exists")
-            await svc.queue.update(room_id, pid, **changes)
-        except NotFound:
+        applied = await _ordered_update(svc, room_id, conference_sid, pid, seq, changes)
+        if applied == -1:
+            log.debug("room %s: stale or duplicate %s #%s for %s", room_id, event, seq, pid)
+        elif applied == -2:
             # Unknown (joined while Redis was away): recreated from this callback's fields.
             await _ensure_participant(svc, room_id, pid, form)
 
