@@ -207,12 +207,14 @@ _REDIS_DOWN = ActionResult(False, "The hand queue is briefly unavailable (Redis 
 
 
 def _redis_guarded(method: Callable[P, Awaitable[ActionResult]]) -> Callable[P, Awaitable[ActionResult]]:
-    """A lost Redis becomes a clear result for the host, not an exception."""
+    """A lost Redis or a refused domain step (the caller just left…) becomes a clear result."""
 
     @functools.wraps(method)
     async def run(*args: P.args, **kwargs: P.kwargs) -> ActionResult:
         try:
             return await method(*args, **kwargs)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message)
         except REDIS_ERRORS as exc:
             log.warning("host action %s: redis unavailable: %r", method.__name__, exc)
             return _REDIS_DOWN

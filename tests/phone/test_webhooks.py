@@ -314,3 +314,18 @@ async def test_host_controls_report_twilio_failures_and_leave_state_alone(hooks:
 
 def _says(body: str) -> list[str]:
     return [s.text or "" for s in ET.fromstring(body).iter("Say")]
+
+
+async def test_host_controls_answer_unknown_rooms_and_participants_with_a_message(
+        hooks: Hooks) -> None:
+    from handraise.phone.webhooks import host_controls
+
+    controls = host_controls(hooks.app)
+    room, _ = await _joined(hooks)
+    for result in (await controls.call_on(room, "pnobody"), await controls.mute(room, "pnobody"),
+                   await controls.lower_hand(room, "pnobody"), await controls.prompt(room, "pnobody"),
+                   await controls.remove("rnoroom", "pnobody"), await controls.end_conference("rnoroom")):
+        assert not result.ok and result.message
+    result = await controls.call_on(room)
+    assert not result.ok and result.message == "No hand is raised."
+    assert (await controls.done(room)).message == "Nobody is speaking."
