@@ -33,7 +33,7 @@ from ..events import REDIS_ERRORS
 from ..pins import revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import Room, get_room, update_room
-from ..store import Redis
+from ..store import Redis, key
 from .twiml import ANNOUNCEMENTS, PhoneUrls
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,14 @@ class RemoteParticipant:
     muted: bool
     hold: bool
     host: bool
+
+
+PROMPT_TTL_S = 120
+
+
+def prompting_key(room: str, pid: str) -> str:
+    """Set while a host prompt has pulled ``pid`` out of the conference."""
+    return key(room, "prompting", pid)
 
 
 async def forget_participant(queue: Queue, room: str, pid: str, *, reason: str) -> bool:
@@ -404,7 +412,11 @@ class HostControls:
             return ActionResult(False, exc.message, pid)
         if not p.call_sid:
             return ActionResult(False, "That participant has no phone call.", pid)
+        # Set before the redirect: the interrupted Dial's action may arrive at once.
+        await self.redis.set(prompting_key(room, pid), "1", ex=PROMPT_TTL_S)
         outcome = await self.twilio.redirect(p.call_sid, self.urls.prompt(room, pid))
+        if not outcome.ok:
+            await self.redis.delete(prompting_key(room, pid))
         if outcome.kind == "gone":
             return await self._gone(room, pid)
         if not outcome.ok:

@@ -208,6 +208,12 @@ def say_then_redirect(line: str, url: str) -> str:
     return _xml(r)
 
 
+def redirect(url: str) -> str:
+    r = VoiceResponse()
+    r.redirect(url, method="POST")
+    return _xml(r)
+
+
 def meeting_over() -> str:
     r = VoiceResponse()
     r.say("The meeting has ended. Thank you for joining. Goodbye.")

@@ -27,7 +27,13 @@ from ..queue import Queue, Source, mask_number
 from ..rooms import Role, Room, code_hash, get_room, new_id, update_room
 from ..store import Redis, global_key, key
 from . import twiml
-from .control import HostControls, TwilioControl, clear_conference, forget_participant
+from .control import (
+    HostControls,
+    TwilioControl,
+    clear_conference,
+    forget_participant,
+    prompting_key,
+)
 from .security import twilio_signed
 
 log = logging.getLogger(__name__)
@@ -359,6 +365,7 @@ async def _rejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
     """Back into the same conference with the same label and mute state."""
     room_id, pid = _arg("room"), _arg("pid")
     room = await get_room(svc.redis, room_id)
+    await svc.redis.delete(prompting_key(room_id, pid))
     if room.status != "open":
         return _xml(twiml.room_closed())
     try:
@@ -375,6 +382,13 @@ async def _after_dial(svc: PhoneServices, form: dict[str, str]) -> Response:
         room = await get_room(svc.redis, room_id)
         if room.keypad_mode == "star" and room.status == "open":
             return _xml(twiml.star_menu(svc.urls.star_keys(room_id, pid), svc.urls.rejoin(room_id, pid)))
+    prompting = False
+    with contextlib.suppress(*REDIS_ERRORS):
+        prompting = bool(await svc.redis.exists(prompting_key(room_id, pid)))
+    if prompting:
+        # Real Twilio may report the Dial a host prompt interrupted (DialCallStatus=completed,
+        # TWILIO.md §2.4); should it run this answer, it must lead to the prompt, not a goodbye.
+        return _xml(twiml.redirect(svc.urls.prompt(room_id, pid)))
     return _xml(twiml.meeting_over())
 
 
@@ -410,6 +424,7 @@ async def _prompt(svc: PhoneServices, form: dict[str, str]) -> Response:
 async def _prompt_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
     """Keys answered to the host's prompt."""
     room = await get_room(svc.redis, _arg("room"))
+    await svc.redis.delete(prompting_key(room.id, _arg("pid")))
     return await _hand_keys(svc, form, raise_digits={room.raise_keys},
                             lower_digits={room.lower_keys}, source="prompt")
 

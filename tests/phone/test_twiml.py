@@ -39,6 +39,7 @@ CALL_DOCUMENTS = {
     "star menu": twiml.star_menu(URLS.star_keys("rabc", "p1"), URLS.rejoin("rabc", "p1")),
     "say then redirect": twiml.say_then_redirect("Back you go.", URLS.rejoin("rabc", "p1")),
     "meeting over": twiml.meeting_over(),
+    "redirect": twiml.redirect(URLS.prompt("rabc", "p1")),
     "apology": twiml.apology(),
     "empty": twiml.empty(),
 }

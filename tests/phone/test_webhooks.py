@@ -329,3 +329,19 @@ async def test_host_controls_answer_unknown_rooms_and_participants_with_a_messag
     result = await controls.call_on(room)
     assert not result.ok and result.message == "No hand is raised."
     assert (await controls.done(room)).message == "Nobody is speaking."
+
+
+async def test_a_dial_interrupted_by_a_host_prompt_leads_to_the_prompt_not_a_goodbye(
+        hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)
+    q = {"room": room, "pid": pid}
+    _, body = await hooks.post("/voice/after-dial", call(DialCallStatus="completed"), query=q)
+    assert "<Hangup" in body and "ended" in body
+    await hooks.redis.set(f"hr:{{{room}}}:prompting:{pid}", "1")  # what HostControls.prompt sets
+    _, body = await hooks.post("/voice/after-dial", call(DialCallStatus="completed"), query=q)
+    root = check_twiml(body)
+    assert [el.tag for el in root] == ["Redirect"]
+    assert (root[0].text or "").startswith(PUBLIC + "/voice/prompt?")
+    _, body = await hooks.post("/voice/rejoin", call(), query=q)  # back in: the mark is gone
+    assert "<Dial" in body
+    assert not await hooks.redis.exists(f"hr:{{{room}}}:prompting:{pid}")
