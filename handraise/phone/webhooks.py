@@ -166,6 +166,8 @@ def _svc() -> PhoneServices:
 
 
 async def _form() -> dict[str, str]:
+    if request.method == "GET":  # an operator may set the number's voice URL to GET
+        return dict(request.args.items())
     return dict((await request.form).items())
 
 
@@ -272,7 +274,7 @@ async def _lookup_code(svc: PhoneServices, code: str) -> tuple[Room, Role] | str
     return room, role
 
 
-@bp.post("/incoming")
+@bp.route("/incoming", methods=["GET", "POST"])
 @twilio_signed
 async def post_incoming() -> Response:
     """The number's voice URL: greet, gather the meeting code, join host or participant."""

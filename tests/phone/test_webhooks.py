@@ -345,3 +345,17 @@ async def test_a_dial_interrupted_by_a_host_prompt_leads_to_the_prompt_not_a_goo
     _, body = await hooks.post("/voice/rejoin", call(), query=q)  # back in: the mark is gone
     assert "<Dial" in body
     assert not await hooks.redis.exists(f"hr:{{{room}}}:prompting:{pid}")
+
+
+async def test_the_voice_url_also_answers_a_signed_get(hooks: Hooks) -> None:
+    created = await _room(hooks.redis)
+    query = urlencode(call(Digits=created.host_code))
+    url = f"/voice/incoming?{query}"
+    signature = RequestValidator(TOKEN).compute_signature(PUBLIC + url, {})
+    client = hooks.app.test_client()
+    response = await client.get(url, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200
+    conf = check_twiml(await response.get_data(as_text=True)).find("Dial/Conference")
+    assert conf is not None and conf.get("startConferenceOnEnter") == "true"
+    forged = await client.get(url, headers={"X-Twilio-Signature": "Zm9v"})
+    assert forged.status_code == 403
