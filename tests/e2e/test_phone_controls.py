@@ -7,8 +7,8 @@ from phonekit import Stack, phone_stack, until
 
 from handraise.rooms import create_room, get_room
 
+# Each takes well under 3 s here, so none is marked slow.
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning"),
 ]
 

@@ -12,8 +12,8 @@ from phonekit import Stack, phone_stack, until
 from handraise.rooms import create_room
 from handraise.store import free_port, spawn_redis_server, wait_until_ready
 
+# Each takes well under 3 s here, so none is marked slow.
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning"),
 ]
 

@@ -14,8 +14,8 @@ from phonekit import Stack, phone_stack, until
 from handraise.pins import lookup_pin
 from handraise.rooms import create_room, get_room
 
+# Each takes well under 3 s here, so none is marked slow.
 pytestmark = [
-    pytest.mark.slow,
     # twilio's async client still passes aiohttp a BasicAuth; not ours to fix.
     pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning"),
 ]
