@@ -29,6 +29,8 @@ Role = Literal["host", "participant"]
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _CODE = re.compile(r"^\d{6}$")
 DEFAULT_MAXLEN = 10_000
+#: How long a closed room's codes stay reserved (seconds) before they can be reused.
+CLOSED_CODE_TTL = 30 * 24 * 3600
 
 
 def new_id(prefix: str, length: int = 10) -> str:
@@ -214,8 +216,9 @@ async def get_room(redis: Redis, room_id: str) -> Room:
     return _room_from_hash(room_id, h)
 
 
-async def find_by_code(redis: Redis, code: str) -> tuple[Room, Role] | None:
-    """The open room whose access or host code is ``code``, and which one it is."""
+async def lookup_code(redis: Redis, code: str) -> tuple[Room, Role] | None:
+    """The room whose access or host code is ``code`` (open, or closed within
+    :data:`CLOSED_CODE_TTL`), and which code it is; None for an unknown code."""
     code = code.strip()
     if not _CODE.match(code):
         return None
@@ -227,9 +230,13 @@ async def find_by_code(redis: Redis, code: str) -> tuple[Room, Role] | None:
         room = await get_room(redis, room_id)
     except NotFound:
         return None
-    if room.status != "open":
-        return None
     return room, ("host" if role == "host" else "participant")
+
+
+async def find_by_code(redis: Redis, code: str) -> tuple[Room, Role] | None:
+    """The open room whose access or host code is ``code``, and which one it is."""
+    found = await lookup_code(redis, code)
+    return found if found is not None and found[0].status == "open" else None
 
 
 async def list_rooms(redis: Redis, *, include_closed: bool = False) -> list[Room]:
@@ -284,15 +291,20 @@ async def update_room(
 
 
 async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN) -> bool:
-    """Close a room: its codes stop working and its live state is cleared. False if already closed."""
+    """Close a room: its codes stop working and its live state is cleared. False if already closed.
+
+    The codes stay reserved for :data:`CLOSED_CODE_TTL`, so a caller dialling an old code
+    hears that the meeting is closed rather than "unknown code" (or someone else's room).
+    """
     room = await get_room(redis, room_id)
     closed = await redis.eval(
         _CLOSE, 4, key(room_id, "room"), key(room_id, "participants"), key(room_id, "hands"),
         key(room_id, "events"), maxlen, room_id, key(room_id, "p", ""),
     )
-    # The code index lives outside the room's slot, so it is cleared in its own step;
-    # find_by_code also refuses closed rooms, so the order cannot open a gap.
+    # The code index lives outside the room's slot, so it is changed in its own step;
+    # find_by_code refuses closed rooms, so the order cannot open a gap.
     host_hash = await redis.hget(key(room_id, "room"), "host_code_hash")
     for code_key in (code_hash(room.access_code), str(host_hash)):
-        await redis.delete(global_key("code", code_key))  # one key per call: Cluster-safe
+        await redis.expire(global_key("code", code_key), CLOSED_CODE_TTL)  # one key per call
+
     return bool(closed)

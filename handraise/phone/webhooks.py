@@ -24,8 +24,8 @@ from ..errors import HandraiseError, NotFound
 from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
 from ..queue import Queue, Source, mask_number
-from ..rooms import Role, Room, code_hash, get_room, new_id, update_room
-from ..store import Redis, global_key, key
+from ..rooms import Role, Room, code_hash, get_room, lookup_code, new_id, update_room
+from ..store import Redis, key
 from . import twiml
 from .control import (
     HostControls,
@@ -250,27 +250,13 @@ def _guarded(handler: Callable[[PhoneServices, dict[str, str]], Awaitable[Respon
 
 async def _lookup_code(svc: PhoneServices, code: str) -> tuple[Room, Role] | str | None:
     """(room, role), None for an unknown code, or ``"closed"``."""
-    code = code.strip()
-    if len(code) != twiml.CODE_DIGITS or not code.isdigit():
+    found = await lookup_code(svc.redis, code)
+    if found is None:
         return None
-    found = await svc.redis.get(global_key("code", code_hash(code)))
-    if not found:
-        # Closing a room drops its codes; a code this process saw before can still say why.
-        cached = svc.cached(code)
-        if cached is not None:
-            with contextlib.suppress(NotFound):
-                if (await get_room(svc.redis, cached[0].id)).status != "open":
-                    return "closed"
-        return None
-    room_id, _, role_name = str(found).partition(":")
-    try:
-        room = await get_room(svc.redis, room_id)
-    except NotFound:
-        return None
+    room, role = found
     if room.status != "open":
         return "closed"
-    role: Role = "host" if role_name == "host" else "participant"
-    svc.remember(code, room, role)
+    svc.remember(code.strip(), room, role)
     return room, role
 
 

@@ -1,0 +1,77 @@
+"""Rooms: codes, look-up, settings, closing."""
+
+from __future__ import annotations
+
+import pytest
+
+from handraise.errors import Invalid, NotFound
+from handraise.events import read_events
+from handraise.rooms import (
+    CLOSED_CODE_TTL,
+    close_room,
+    code_hash,
+    create_room,
+    find_by_code,
+    get_room,
+    list_rooms,
+    lookup_code,
+    update_room,
+)
+from handraise.store import Redis, global_key
+
+
+async def test_each_room_gets_two_different_codes_unique_across_rooms(redis: Redis) -> None:
+    created = [await create_room(redis, f"Room {i}") for i in range(30)]
+    codes = [c.room.access_code for c in created] + [c.host_code for c in created]
+    assert len(set(codes)) == len(codes)
+    assert all(len(c) == 6 and c.isdigit() for c in codes)
+    room = created[0]
+    assert await find_by_code(redis, room.room.access_code) == (room.room, "participant")
+    assert await find_by_code(redis, room.host_code) == (room.room, "host")
+    assert await find_by_code(redis, "12345") is None
+    assert await find_by_code(redis, "abcdef") is None
+
+
+async def test_room_ids_and_conference_names_carry_no_personal_data(redis: Redis) -> None:
+    room = (await create_room(redis, "Ada Lovelace's planning call")).room
+    assert "ada" not in room.id.lower() and "Ada" not in room.conference_name
+    assert room.conference_name == f"handraise-{room.id}"
+
+
+async def test_the_host_code_is_kept_only_as_a_hash(redis: Redis) -> None:
+    created = await create_room(redis, "Board")
+    stored = await redis.hgetall(f"hr:{{{created.room.id}}}:room")
+    assert created.host_code not in stored.values()
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 81, "bad\x07name"])
+async def test_a_bad_room_name_is_refused_with_a_reason(redis: Redis, name: str) -> None:
+    with pytest.raises(Invalid):
+        await create_room(redis, name)
+
+
+async def test_updating_settings_emits_one_event_with_what_changed(redis: Redis) -> None:
+    room = (await create_room(redis, "Standup")).room
+    assert await update_room(redis, room.id, keypad_mode="star", name="Standup") is True
+    assert await update_room(redis, room.id, keypad_mode="star") is False
+    assert await update_room(redis, room.id, end_on_host_exit=False, conference_sid="CF1") is True
+    updates = [e.data for e in await read_events(redis, room.id) if e.type == "room.updated"]
+    assert updates == [{"keypad_mode": "star"}, {"end_on_host_exit": False, "conference_sid": "CF1"}]
+    after = await get_room(redis, room.id)
+    assert (after.keypad_mode, after.end_on_host_exit, after.conference_sid) == ("star", False, "CF1")
+    with pytest.raises(NotFound):
+        await update_room(redis, "rnothere", name="x")
+
+
+async def test_a_closed_room_keeps_its_codes_reserved_for_a_while(redis: Redis) -> None:
+    created = await create_room(redis, "Retro")
+    room = created.room
+    assert await close_room(redis, room.id) is True
+    assert await close_room(redis, room.id) is False
+    assert await find_by_code(redis, room.access_code) is None
+    closed = await lookup_code(redis, room.access_code)
+    assert closed is not None and closed[0].status == "closed"
+    ttl = await redis.ttl(global_key("code", code_hash(room.access_code)))
+    assert 0 < ttl <= CLOSED_CODE_TTL
+    assert [r.id for r in await list_rooms(redis)] == []
+    assert [r.id for r in await list_rooms(redis, include_closed=True)] == [room.id]
