@@ -171,12 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo = sub.add_parser("demo", help="run everything locally with the Twilio emulator")
     p_demo.add_argument("--host", default="127.0.0.1")
     p_demo.add_argument("--port", type=int, default=8000)
+    p_demo.add_argument("--no-callers", action="store_true",
+                        help="do not act out the opening scene (a host and a caller who presses *1)")
 
     p_rooms = sub.add_parser("rooms", help="create, list, show and close rooms")
     rsub = p_rooms.add_subparsers(dest="rooms_command", required=True)
     p_create = rsub.add_parser("create", help="create a room and print its codes")
     p_create.add_argument("--name", required=True)
-    p_create.add_argument("--keypad-mode", choices=["stream", "star"], default="stream")
+    p_create.add_argument(
+        "--keypad-mode", choices=["stream", "star"], default="stream",
+        help="stream: tones detected in the forked call audio (needs the media-stream endpoint); "
+             "star: * steps the caller out of the conference to read 1 or 2 (works everywhere)",
+    )
     p_create.add_argument("--keep-running-after-host", action="store_true",
                           help="do not end the conference when the host hangs up")
     p_create.add_argument("--json", action="store_true")
@@ -210,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            asyncio.run(run_demo(settings, host=args.host, port=args.port))
+            asyncio.run(run_demo(settings, host=args.host, port=args.port,
+                                 callers=not args.no_callers))
             return 0
         handlers: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
             "create": _rooms_create, "list": _rooms_list, "show": _rooms_show,

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 from dataclasses import replace
 
 from .app import create_app, services
 from .config import Settings
+from .errors import HandraiseError
 from .events import Event
 from .rooms import close_room, create_room, list_rooms
 from .sim import ServedApp, SimConfig, Simulator
@@ -21,7 +23,33 @@ from .sim import ServedApp, SimConfig, Simulator
 DEMO_ROOM = "Demo room"
 
 
-async def run_demo(settings: Settings, *, host: str, port: int) -> None:
+async def act_out(sim: Simulator, host_code: str, access_code: str) -> None:
+    """The scene the demo opens with: the host dials in, then a caller who presses *1."""
+    host_call = sim.place_call("+15550100000", "+15550109999")
+    await sim.wait_event("gather-start", call_sid=host_call, num_digits=6, timeout=60)
+    sim.press(host_call, host_code)
+    print("  (simulated) the host dialled in with the host code", flush=True)
+    caller = sim.place_call("+15550104821", "+15550109999")
+    await sim.wait_event("gather-start", call_sid=caller, num_digits=6, timeout=60)
+    sim.press(caller, access_code)
+    print("  (simulated) a caller dialled in with the access code", flush=True)
+    await sim.wait_event("gather-start", call_sid=caller, num_digits=2, timeout=60)
+    sim.press(caller, "*1")
+    print("  (simulated) the caller pressed *1", flush=True)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+async def run_demo(settings: Settings, *, host: str, port: int, callers: bool = True) -> None:
+    if not port_is_free(host, port):
+        raise HandraiseError(f"Port {port} on {host} is in use; pick another with --port.")
     account_sid = "AC" + secrets.token_hex(16)
     auth_token = secrets.token_hex(16)
     public_url = f"http://{host}:{port}"
@@ -47,7 +75,9 @@ async def run_demo(settings: Settings, *, host: str, port: int) -> None:
         for old in await list_rooms(svc.redis):
             if old.name == DEMO_ROOM:
                 await close_room(svc.redis, old.id)
-        created = await create_room(svc.redis, DEMO_ROOM)
+        # Star mode: in-call keys work through <Dial hangupOnStar>. Stream mode needs the
+        # media-stream endpoint (in-call tone detection), which is not served yet.
+        created = await create_room(svc.redis, DEMO_ROOM, keypad_mode="star")
         room = created.room
         print(f"""
 handraise demo is running (Ctrl-C stops it).
@@ -59,13 +89,16 @@ handraise demo is running (Ctrl-C stops it).
     participant access code: {room.access_code}
     host code:               {created.host_code}
 
-Call in as a simulated phone, type the access code, press *1:
+A simulated host and caller dial in now; the caller presses *1 and the hand shows below.
+Call in yourself as another simulated phone, type the access code, press *1:
   curl -s -X POST {sim.base_url}/sim/calls -d from=+15550100001      # -> {{"sid": "CA..."}}
   curl -s -X POST {sim.base_url}/sim/calls/CA.../digits -d digits={room.access_code}
   curl -s -X POST {sim.base_url}/sim/calls/CA.../digits -d 'digits=*1'
   handraise rooms show {room.id}                                    # the hand queue
 """, flush=True)
         async with svc.hub.subscribe(room.id) as events:
+            scene = asyncio.create_task(act_out(sim, created.host_code, room.access_code)) \
+                if callers else None
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,6 +112,8 @@ Call in as a simulated phone, type the access code, press *1:
                     print(describe(getter.result()), flush=True)
                 else:
                     getter.cancel()
+            if scene is not None:
+                scene.cancel()
     finally:
         await served.stop()
         await sim.stop()
