@@ -244,16 +244,24 @@ class EventHub:
     ...     async for event in sub: ...
     """
 
-    def __init__(self, redis: Redis, *, block_ms: int = 2000, queue_size: int = 1000) -> None:
+    def __init__(
+        self, redis: Redis, *, block_ms: int = 2000, queue_size: int = 1000,
+        ready_timeout: float = 5.0,
+    ) -> None:
         self.redis = redis
         self.block_ms = block_ms
+        self.ready_timeout = ready_timeout
         self.queue_size = queue_size
         self._readers: dict[str, _RoomReader] = {}
         self._stopping: set[_RoomReader] = set()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, room: str, after: str | None = None) -> AsyncIterator[Subscription]:
-        """Subscribe to ``room``: events after ``after`` (a stream id), or from now on."""
+        """Subscribe to ``room``: events after ``after`` (a stream id), or from now on.
+
+        Raises a redis ``ConnectionError`` (one of :data:`REDIS_ERRORS`) if Redis cannot
+        be reached within ``ready_timeout``.
+        """
         if after is not None and not is_valid_id(after):
             raise ValueError(f"not an event id: {after!r}")
         reader = self._readers.get(room)
@@ -264,7 +272,7 @@ class EventHub:
         sub = Subscription(room, self.queue_size)
         reader.subscribers.add(sub)
         try:
-            await reader.ready.wait()
+            await self._until_ready(reader)
             # Registered first, backfilled second: anything appended meanwhile arrives
             # twice and the subscription drops the copy by id.
             if after is None:
@@ -279,6 +287,22 @@ class EventHub:
                 del self._readers[room]
                 reader.stopped = True
                 self._stopping.add(reader)
+
+    async def _until_ready(self, reader: _RoomReader) -> None:
+        """Wait for the room's reader to find its start; a lost Redis is an error, not a hang."""
+        if reader.ready.is_set():
+            return
+        assert reader.task is not None
+        ready = asyncio.ensure_future(reader.ready.wait())
+        try:
+            await asyncio.wait({ready, reader.task}, timeout=self.ready_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not reader.ready.is_set():
+            raise redis.exceptions.ConnectionError(
+                f"the event stream of room {reader.room} is unavailable (Redis unreachable)"
+            )
 
     def _reader_done(self, reader: _RoomReader, task: asyncio.Task[None]) -> None:
         self._stopping.discard(reader)

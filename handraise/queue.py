@@ -94,6 +94,14 @@ class Hand:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """Who speaks now, and whose turn that ended (None if nobody spoke or it is the same)."""
+
+    speaker: str
+    previous: str | None
+
+
+@dataclass(frozen=True)
 class RoomState:
     """A consistent snapshot of a room's live state and the id of the last event in it."""
 
@@ -189,7 +197,8 @@ return #hands
 """
 
 _CALL_ON = _HEAD + """
--- ARGV 3: participant id or '' for the next hand; 4: by. Returns the speaker id or false.
+-- ARGV 3: participant id or '' for the next hand; 4: by.
+-- Returns {speaker, previous speaker or ''}, or false when no hand is up.
 local pid = ARGV[3]
 if pid == '' then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0)
@@ -199,13 +208,13 @@ elseif not present(pid) then
   return redis.error_reply('no such participant')
 end
 local previous = redis.call('HGET', KEYS[1], 'speaker')
-if previous == pid then return pid end
+if previous == pid then return {pid, ''} end
 local had_hand = redis.call('ZREM', KEYS[3], pid) == 1
 redis.call('HSET', KEYS[1], 'speaker', pid)
 local ev = {type='speaker.called', room=ARGV[2], participant=pid, by=ARGV[4], from_queue=had_hand}
 if previous then ev.previous = previous end
 emit(KEYS[4], ARGV[1], ev)
-return pid
+return {pid, previous or ''}
 """
 
 _DONE = _HEAD + """
@@ -359,13 +368,18 @@ class Queue:
         """Raised hands, first raised first, with positions and wait times."""
         return (await self.snapshot(room)).queue
 
-    async def call_on(self, room: str, pid: str | None = None, *, by: Source = "host") -> str | None:
+    async def call_on(self, room: str, pid: str | None = None, *, by: Source = "host") -> Turn | None:
         """Make ``pid`` (or the first hand) the speaker; their hand leaves the queue.
 
-        Returns the speaker's id, or None if ``pid`` is None and no hand is up.
+        Returns the new turn, naming the speaker it replaced (read in the same atomic step,
+        so of two racing calls exactly one sees the other as previous); None if ``pid`` is
+        None and no hand is up.
         """
         result = await self._run("call_on", room, pid or "", by)
-        return str(result) if result else None
+        if not result:
+            return None
+        speaker, previous = result
+        return Turn(speaker=str(speaker), previous=str(previous) or None)
 
     async def done_speaking(self, room: str, pid: str | None = None, *, by: Source = "host") -> bool:
         """End ``pid``'s turn (or whoever speaks). False if they were not the speaker."""

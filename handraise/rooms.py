@@ -118,10 +118,12 @@ return at
 """
 
 _CLOSE = LUA_EMIT + """
--- KEYS: room, participants, hands, events ; ARGV: maxlen, room_id, p-key prefix
+-- KEYS: room, participants, hands, events
+-- ARGV: maxlen, room_id, participant key prefix, web-PIN owner key prefix
 if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 0 end
 local members = redis.call('SMEMBERS', KEYS[2])
-for _, pid in ipairs(members) do redis.call('DEL', ARGV[3] .. pid) end
+-- Dropping the PIN owner keys revokes the web PINs (pins.lookup_pin checks them).
+for _, pid in ipairs(members) do redis.call('DEL', ARGV[3] .. pid, ARGV[4] .. pid) end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HDEL', KEYS[1], 'speaker', 'conference_sid')
 redis.call('HSET', KEYS[1], 'status', 'closed')
@@ -299,7 +301,7 @@ async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN
     room = await get_room(redis, room_id)
     closed = await redis.eval(
         _CLOSE, 4, key(room_id, "room"), key(room_id, "participants"), key(room_id, "hands"),
-        key(room_id, "events"), maxlen, room_id, key(room_id, "p", ""),
+        key(room_id, "events"), maxlen, room_id, key(room_id, "p", ""), key(room_id, "pin", ""),
     )
     # The code index lives outside the room's slot, so it is changed in its own step;
     # find_by_code refuses closed rooms, so the order cannot open a gap.

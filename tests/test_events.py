@@ -10,6 +10,7 @@ import pytest
 from handraise.app import create_app, services
 from handraise.config import Settings
 from handraise.events import (
+    REDIS_ERRORS,
     RESET,
     Event,
     EventHub,
@@ -21,7 +22,7 @@ from handraise.events import (
 )
 from handraise.queue import Queue
 from handraise.rooms import create_room
-from handraise.store import Redis, client_from_url
+from handraise.store import Redis, client_from_url, free_port
 
 
 @pytest.fixture
@@ -159,6 +160,18 @@ async def test_resuming_from_before_the_capped_stream_announces_a_reset(
     finally:
         await client.aclose()
     assert event.type == RESET
+
+
+async def test_subscribing_while_redis_is_down_fails_clearly_instead_of_hanging() -> None:
+    dead = client_from_url(f"redis://127.0.0.1:{free_port()}/0")
+    hub = EventHub(dead, block_ms=100, ready_timeout=0.5)
+    try:
+        with pytest.raises(REDIS_ERRORS):
+            async with hub.subscribe("rroom"):
+                pass
+    finally:
+        await hub.close()
+        await dead.aclose()
 
 
 async def test_subscribe_refuses_a_malformed_resume_id(hub: EventHub, room: str) -> None:

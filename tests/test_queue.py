@@ -9,7 +9,7 @@ import pytest
 
 from handraise.errors import Invalid, NotFound
 from handraise.events import Event, read_events
-from handraise.queue import Queue, mask_number
+from handraise.queue import Queue, Turn, mask_number
 from handraise.rooms import close_room, create_room
 from handraise.store import Redis
 
@@ -72,10 +72,10 @@ async def test_call_on_next_makes_the_first_hand_the_speaker(
     a, b = await queue.join(room), await queue.join(room)
     await queue.raise_hand(room, a, source="keypad")
     await queue.raise_hand(room, b, source="keypad")
-    assert await queue.call_on(room) == a
+    assert await queue.call_on(room) == Turn(speaker=a, previous=None)
     assert await queue.speaker(room) == a
     assert [h.participant for h in await queue.queue(room)] == [b]
-    assert await queue.call_on(room) == b
+    assert await queue.call_on(room) == Turn(speaker=b, previous=a)
     last = (await events_of(redis, room))[-1]
     assert (last.type, last.participant, last.data["previous"]) == ("speaker.called", b, a)
     assert await queue.call_on(room) is None  # nobody left in the queue
@@ -86,9 +86,23 @@ async def test_call_on_next_makes_the_first_hand_the_speaker(
 
 async def test_call_on_a_named_participant_without_a_hand(queue: Queue, room: str) -> None:
     a = await queue.join(room)
-    assert await queue.call_on(room, a) == a
+    assert await queue.call_on(room, a) == Turn(speaker=a, previous=None)
+    assert await queue.call_on(room, a) == Turn(speaker=a, previous=None)  # no change, no event
     with pytest.raises(NotFound):
         await queue.call_on(room, "pnobody")
+
+
+async def test_racing_call_ons_each_see_exactly_one_previous_speaker(
+    queue: Queue, room: str
+) -> None:
+    people = [await queue.join(room) for _ in range(8)]
+    turns = await asyncio.gather(*(queue.call_on(room, p) for p in people))
+    assert all(t is not None for t in turns)
+    previous = [t.previous for t in turns if t is not None]
+    # Each turn ended exactly one other: a chain, so only the last speaker stays live.
+    assert previous.count(None) == 1
+    last = await queue.speaker(room)
+    assert sorted(p for p in previous if p) == sorted(p for p in people if p != last)
 
 
 async def test_leaving_removes_the_hand_and_ends_the_turn(

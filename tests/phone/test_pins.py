@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from handraise.pins import issue_pin, lookup_pin, pin_of, revoke_pin
+from handraise.queue import Queue
+from handraise.rooms import close_room, create_room
 from handraise.store import Redis
 
 
@@ -34,4 +36,13 @@ async def test_revoked_expired_and_malformed_pins_find_nothing(redis: Redis) -> 
 async def test_a_stale_global_key_without_its_owner_record_is_refused(redis: Redis) -> None:
     pin = await issue_pin(redis, "r1", "p1")
     await redis.delete("hr:{r1}:pin:p1")
+    assert await lookup_pin(redis, pin) is None
+
+
+async def test_closing_the_room_revokes_its_callers_pins(redis: Redis) -> None:
+    room = (await create_room(redis, "Closing")).room.id
+    pid = await Queue(redis).join(room, call_sid="CA" + "1" * 32)
+    pin = await issue_pin(redis, room, pid)
+    assert await lookup_pin(redis, pin) == (room, pid)
+    await close_room(redis, room)
     assert await lookup_pin(redis, pin) is None
