@@ -314,13 +314,14 @@ class HostControls:
             if not hands:
                 return ActionResult(False, "No hand is raised.")
             pid = hands[0].participant
-        previous = await self.queue.speaker(room)
         result = await self._set_muted(room, pid, False)
         if not result.ok:
             return result
-        await self.queue.call_on(room, pid, by="host")
-        if previous and previous != pid:
-            await self._set_muted(room, previous, True)
+        # The turn names the speaker it replaced atomically: of two racing clicks, the
+        # later one mutes the earlier speaker, so only one caller stays live.
+        turn = await self.queue.call_on(room, pid, by="host")
+        if turn is not None and turn.previous:
+            await self._set_muted(room, turn.previous, True)
         await self._announce(room, pid, "live")
         return ActionResult(True, "They are live.", pid)
 

@@ -127,7 +127,8 @@ def init_phone(app: Quart) -> None:
     """Register the voice blueprint and the phone services' start-up and shut-down."""
     app.register_blueprint(bp)
     # twilio's HTTP client logs every request and its headers at INFO.
-    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    for name in ("twilio.http_client", "twilio.async_http_client"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     @app.before_serving
     async def start_phone() -> None:
