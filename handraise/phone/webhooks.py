@@ -35,6 +35,7 @@ from .control import (
     prompting_key,
 )
 from .security import twilio_signed
+from .streams import note_gather
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,11 @@ def phone(app: Quart) -> PhoneServices:
 
 
 def init_phone(app: Quart) -> None:
-    """Register the voice blueprint and the phone services' start-up and shut-down."""
+    """Register the voice blueprints and the phone services' start-up and shut-down."""
+    from .media import bp as media_bp
+
     app.register_blueprint(bp)
+    app.register_blueprint(media_bp)
     # twilio's HTTP client logs every request and its headers at INFO.
     for name in ("twilio.http_client", "twilio.async_http_client"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -335,6 +339,7 @@ async def _prejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
         return _xml(twiml.room_closed())
     svc.room_cache[room.id] = room
     digits = form.get("Digits", "")
+    await note_gather(svc.redis, room_id, pid, digits)  # the media stream heard these keys too
     hand_line = None
     if digits and digits == room.raise_keys:
         position, _ = await svc.queue.raise_hand(room_id, pid, source="prompt")
@@ -413,6 +418,7 @@ async def _prompt(svc: PhoneServices, form: dict[str, str]) -> Response:
 async def _prompt_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
     """Keys answered to the host's prompt."""
     room = await get_room(svc.redis, _arg("room"))
+    await note_gather(svc.redis, room.id, _arg("pid"), form.get("Digits", ""))
     await svc.redis.delete(prompting_key(room.id, _arg("pid")))
     return await _hand_keys(svc, form, raise_digits={room.raise_keys},
                             lower_digits={room.lower_keys}, source="prompt")
