@@ -156,6 +156,8 @@ def _payload(media: Mapping[str, Any]) -> bytes:
         raise FrameError(f"media.payload is not valid base64 ({exc}).") from None
     if not payload:
         raise FrameError("media.payload is empty.")
+    if len(payload) > MAX_FRAME_BYTES:
+        raise FrameError(f"media.payload is over {MAX_FRAME_BYTES} bytes.")
     return payload
 
 
