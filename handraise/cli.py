@@ -79,12 +79,16 @@ async def _rooms_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _rooms_show(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .phone.streams import keypad_checks
     from .queue import Queue
     from .rooms import get_room
 
     async with connect(settings) as redis:
         room = await get_room(redis, args.room)
         state = await Queue(redis).snapshot(room.id)
+        checks = await keypad_checks(redis, room.id)
     people = {p.id: p for p in state.participants}
     if args.json:
         print(json.dumps({
@@ -97,6 +101,7 @@ async def _rooms_show(settings: Settings, args: argparse.Namespace) -> int:
             ],
             "speaker": state.speaker,
             "last_event_id": state.last_event_id,
+            "keypad_check": [asdict(c) for c in checks],
         }, indent=2))
         return 0
     print(f"{room.name}  ({room.id}, {room.status})")
@@ -114,6 +119,12 @@ async def _rooms_show(settings: Settings, args: argparse.Namespace) -> int:
         flags = ", ".join(f for f, on in (("host", p.role == "host"), ("muted", p.muted),
                                           ("on hold", p.hold)) if on)
         print(f"    {p.id}  {p.display_name:<28} {p.number or '':<16} {flags}")
+    if checks:
+        print("  keypad self-test (stream mode), latest first:")
+        for c in checks:
+            print(f"    {c.participant}  keypad tones seen in stream: {c.verdict:<3} "
+                  f"({c.digits} keys, {c.frames} frames, "
+                  f"{'stopped' if c.stopped else 'still streaming'})")
     return 0
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from argparse import Namespace
 
 import pytest
 from phonekit import ACCOUNT_SID, Stack, phone_stack, until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from handraise.cli import _rooms_show
+from handraise.config import Settings
 from handraise.dsp import synth
 from handraise.phone.streams import KeypadCheck, keypad_checks
 from handraise.rooms import create_room
@@ -34,7 +37,7 @@ async def _check(stack: Stack, room: str, pid: str) -> KeypadCheck | None:
 
 
 async def test_star_1_in_the_conference_raises_the_hand_and_star_2_lowers_it(
-        redis_server: str) -> None:
+        redis_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     async with phone_stack(redis_server) as stack:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Stream room")  # keypad mode "stream"
@@ -61,10 +64,13 @@ async def test_star_1_in_the_conference_raises_the_hand_and_star_2_lowers_it(
         final = await until(lambda: _stopped(stack, room.id, pid))
         assert final.tones_seen and final.digits == 4 and final.frames > 0
         assert not stack.errors()
+        # What the operator reads after the call (README, "On a phone call").
+        await _rooms_show(Settings(redis_url=redis_server), Namespace(room=room.id, json=False))
+        assert f"{pid}  keypad tones seen in stream: yes" in capsys.readouterr().out
 
 
 async def test_without_tones_in_the_stream_nothing_is_raised_and_the_self_test_says_no(
-        redis_server: str) -> None:
+        redis_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     async with phone_stack(redis_server, keypad_tones_in_stream=False) as stack:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Silent keys")
@@ -82,6 +88,9 @@ async def test_without_tones_in_the_stream_nothing_is_raised_and_the_self_test_s
         assert await stack.queue.queue(room.id) == []
         assert not any(e.kind == "heard" and e.data.get("kind") == "announcement"
                        for e in stack.sim.events[mark:])
+        await _rooms_show(Settings(redis_url=redis_server), Namespace(room=room.id, json=True))
+        [shown] = json.loads(capsys.readouterr().out)["keypad_check"]
+        assert (shown["participant"], shown["tones_seen"]) == (pid, False)
 
 
 async def test_a_forged_or_unsigned_upgrade_is_refused(redis_server: str) -> None:
