@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from argparse import Namespace
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from phonekit import ACCOUNT_SID, Stack, phone_stack, until
+from test_phone_degraded import StoppableRedis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -157,3 +161,35 @@ async def test_malformed_frames_are_survived_and_unknown_participants_closed(
 async def _stopped(stack: Stack, room: str, pid: str) -> KeypadCheck | None:
     check = await _check(stack, room, pid)
     return check if check is not None and check.stopped else None
+
+
+@pytest.fixture
+def stoppable(tmp_path: Path) -> Iterator[StoppableRedis]:
+    server = StoppableRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_lost_redis_while_raising_is_logged_and_the_stream_keeps_listening(
+        stoppable: StoppableRedis, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="handraise.phone.media")
+    async with phone_stack(stoppable.url) as stack:
+        created = await create_room(stack.redis, "Flaky")
+        room = created.room
+        await _join(stack, created.host_code, "+15550100001", host=True)
+        sid, pid = await _join(stack, room.access_code, "+15550100002")
+
+        stoppable.stop()
+        stack.sim.press(sid, "*1")
+        await until(lambda: any("redis unavailable" in r.getMessage() for r in caplog.records))
+        stoppable.start()
+
+        mark = stack.sim.events[-1].seq
+        stack.sim.press(sid, "*1")  # same socket, still read: this one is raised
+        await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", after=mark,
+                                   text="Hand raised. You are number 1 in line.", timeout=15)
+        assert [h.participant for h in await stack.queue.queue(room.id)] == [pid]
+        assert [s["status"] for s in stack.sim.state(sid)["streams"]] == ["in-progress"]
