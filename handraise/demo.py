@@ -75,9 +75,9 @@ async def run_demo(settings: Settings, *, host: str, port: int, callers: bool = 
         for old in await list_rooms(svc.redis):
             if old.name == DEMO_ROOM:
                 await close_room(svc.redis, old.id)
-        # Star mode: in-call keys work through <Dial hangupOnStar>. Stream mode needs the
-        # media-stream endpoint (in-call tone detection), which is not served yet.
-        created = await create_room(svc.redis, DEMO_ROOM, keypad_mode="star")
+        # Stream mode: *1 / *2 pressed in the conference are heard in the forked audio
+        # (/voice/stream); the emulator puts keypad tones in it.
+        created = await create_room(svc.redis, DEMO_ROOM, keypad_mode="stream")
         room = created.room
         print(f"""
 handraise demo is running (Ctrl-C stops it).
@@ -115,8 +115,10 @@ Call in yourself as another simulated phone, type the access code, press *1:
             if scene is not None:
                 scene.cancel()
     finally:
-        await served.stop()
+        # The emulator first: its calls end and their media streams close while the app
+        # still serves them (an open WebSocket would be cut at the app's shutdown).
         await sim.stop()
+        await served.stop()
 
 
 def describe(event: Event) -> str:

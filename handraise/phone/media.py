@@ -208,22 +208,24 @@ class _Stream:
         self.finished = True
         if self.listener is None:
             return
-        commands, first = self.listener.flush()
+        listener = self.listener
+        commands, first = listener.flush()
         if first:
             self._tones_seen()
-        for command in commands:
-            self._submit(partial(self._command, command))
-        self._submit(partial(self._record, stopped=True))
-        try:
-            await asyncio.wait_for(self.jobs.join(), FINISH_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("media stream (%s): pending jobs dropped at stop", self.label)
-        if self.worker is not None:
-            self.worker.cancel()
-        listener = self.listener
         log.info("media stream (%s): stopped after %d frames (%d skipped), %d keys; "
                  "keypad tones seen in stream: %s", self.label, listener.frames,
                  self.reader.skipped, listener.digits, "yes" if listener.tones_seen else "no")
+        for command in commands:
+            self._submit(partial(self._command, command))
+        self._submit(partial(self._record, stopped=True))
+        if self.worker is not None:
+            drained = asyncio.ensure_future(self.jobs.join())
+            await asyncio.wait({drained, self.worker}, timeout=FINISH_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not drained.done():
+                drained.cancel()
+                log.warning("media stream (%s): pending jobs dropped at stop", self.label)
+            self.worker.cancel()
 
     # --- the worker -------------------------------------------------------------------
 
