@@ -186,6 +186,8 @@ class RemoteParticipant:
 
 
 PROMPT_TTL_S = 120
+#: Call statuses after which a call cannot come back (anything else may still join).
+CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 def prompting_key(room: str, pid: str) -> str:
@@ -254,7 +256,12 @@ class HostControls:
         except NotFound:
             return ActionResult(False, "That caller has already left the call.", pid)
         status = await self.twilio.call_status(p.call_sid) if p.call_sid else "completed"
-        if status in ("in-progress", "ringing", "queued"):
+        if status is None:
+            # Twilio could not be asked: forgetting a live caller would strand them, so keep them.
+            return ActionResult(False, "That caller is not in the conference, and Twilio could not "
+                                       "be reached to check their call; nothing was changed. Try "
+                                       "again in a moment.", pid)
+        if status not in CALL_OVER:
             return ActionResult(False, "That caller is not in the conference right now (joining, or "
                                        "answering a prompt); try again in a moment.", pid)
         await forget_participant(self.queue, room, pid, reason="gone")
@@ -460,8 +467,7 @@ class HostControls:
         for p in state.participants:
             if p.id in listed or not p.call_sid:
                 continue
-            if await self.twilio.call_status(p.call_sid) in ("completed", "busy", "failed",
-                                                             "no-answer", "canceled"):
+            if await self.twilio.call_status(p.call_sid) in CALL_OVER:
                 removed += await forget_participant(self.queue, room, p.id, reason="gone")
         log.info("room %s: reconciled with Twilio (%d added, %d removed)", room, added, removed)
         return ActionResult(True, f"Reconciled with Twilio: {added} added, {removed} removed.")

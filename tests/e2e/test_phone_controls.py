@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from phonekit import Stack, phone_stack, until
+from quart import Response, request
 
 from handraise.rooms import create_room, get_room
 
@@ -126,3 +127,29 @@ async def test_reconcile_drops_a_caller_who_hung_up_in_the_pre_join_window(
 
 async def _has_conference(stack: Stack, room: str) -> bool:
     return (await get_room(stack.redis, room)).conference_sid is not None
+
+
+async def test_a_failed_call_lookup_keeps_the_caller_and_says_so(redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Lookup down")
+        room = created.room
+        await _join(stack, created.host_code, "+15550100001", host=True)
+        sid = await stack.dial_in(room.access_code, "+15550100002")
+        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
+        [pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
+                 if p.call_sid == sid]
+        await until(lambda: _has_conference(stack, room.id))
+
+        # The emulator answers the call lookup with a server error (Twilio having a bad minute).
+        @stack.sim.app.before_request
+        async def fail_call_lookups() -> Response | None:
+            if request.method == "GET" and request.path.endswith(f"/Calls/{sid}.json"):
+                return Response('{"code": 20500, "message": "Internal Server Error"}',
+                                status=500, content_type="application/json")
+            return None
+
+        result = await stack.host.unmute(room.id, pid)
+        assert not result.ok and "could not be reached" in result.message
+        assert (await stack.queue.snapshot(room.id)).participant(pid) is not None
+        assert stack.sim.state(sid)["status"] == "in-progress"
