@@ -190,6 +190,21 @@ PROMPT_TTL_S = 120
 CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
+ENDED_CONFERENCE_TTL_S = 24 * 3600  # far longer than any callback can trail its conference
+
+
+def ended_key(room: str) -> str:
+    """ConferenceSids of the room that ended: their late callbacks must not revive them."""
+    return key(room, "ended-conferences")
+
+
+async def remember_ended(redis: Redis, room: str, conference_sid: str) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(ended_key(room), conference_sid)
+        pipe.expire(ended_key(room), ENDED_CONFERENCE_TTL_S)
+        await pipe.execute()
+
+
 def prompting_key(room: str, pid: str) -> str:
     """Set while a host prompt has pulled ``pid`` out of the conference."""
     return key(room, "prompting", pid)
@@ -407,6 +422,7 @@ class HostControls:
             outcome = await self.twilio.end_conference(r.conference_sid)
             if not outcome.ok and outcome.kind != "gone":
                 return ActionResult(False, outcome.message)
+            await remember_ended(self.redis, room, r.conference_sid)
         n = await clear_conference(self.queue, room)
         log.info("room %s: conference ended by the host (%d participants)", room, n)
         return ActionResult(True, "The conference has ended.")

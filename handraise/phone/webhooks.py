@@ -31,8 +31,10 @@ from .control import (
     HostControls,
     TwilioControl,
     clear_conference,
+    ended_key,
     forget_participant,
     prompting_key,
+    remember_ended,
 )
 from .security import twilio_signed
 from .streams import note_gather
@@ -468,6 +470,10 @@ async def _newer(svc: PhoneServices, room: str, conference_sid: str, who: str, s
     return bool(await svc.redis.eval(_NEWER, 1, _seq_key(room, conference_sid), who, seq))
 
 
+async def _has_ended(svc: PhoneServices, room: str, conference_sid: str) -> bool:
+    return bool(conference_sid) and bool(await svc.redis.sismember(ended_key(room), conference_sid))
+
+
 async def _ordered_update(svc: PhoneServices, room: str, conference_sid: str, pid: str,
                           seq: int | None, changes: dict[str, Any]) -> int:
     """Apply ``changes`` unless a newer callback was applied: -1 stale, -2 unknown, else count."""
@@ -506,10 +512,17 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
         seq: int | None = int(form["SequenceNumber"])
     except (KeyError, ValueError):
         seq = None  # no order to keep: apply it
+    if event != "conference-end" and await _has_ended(svc, room_id, conference_sid):
+        # Callbacks are separate requests and may trail the end: a late join or mute must
+        # not bring back the dead conference's sid or a participant who has gone.
+        log.info("room %s: %s of ended conference %s ignored", room_id, event, conference_sid[-6:])
+        return
     room_sid: str | None = None
     if event in ("conference-end", "conference-start", "participant-join"):
         room_sid = (await get_room(svc.redis, room_id)).conference_sid
     if event == "conference-end":
+        if conference_sid:
+            await remember_ended(svc.redis, room_id, conference_sid)
         if room_sid in (None, conference_sid):
             n = await clear_conference(svc.queue, room_id)
             log.info("room %s: conference %s ended (%s), %d cleared", room_id, conference_sid[-6:],

@@ -278,6 +278,29 @@ async def test_conference_end_clears_the_room_but_an_old_conference_does_not(hoo
     assert (await get_room(hooks.redis, room)).conference_sid is None
 
 
+async def test_late_callbacks_of_an_ended_conference_do_not_bring_it_back(hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)
+    q = {"room": room}
+    await hooks.post("/voice/conference-events", callback("participant-join", 1, pid), query=q)
+    end = {"ConferenceSid": "CF" + "a" * 32, "StatusCallbackEvent": "conference-end",
+           "SequenceNumber": "5", "AccountSid": ACCOUNT_SID, "FriendlyName": "x"}
+    await hooks.post("/voice/conference-events", end, query=q)
+    assert (await hooks.queue.snapshot(room)).participants == []
+    # Callbacks trail the end (separate requests): neither the sid nor the caller returns.
+    for late in (callback("participant-join", 2, pid), callback("participant-mute", 3, pid),
+                 callback("conference-start", 4, "")):
+        status, _ = await hooks.post("/voice/conference-events", late, query=q)
+        assert status == 200
+    assert (await get_room(hooks.redis, room)).conference_sid is None
+    assert (await hooks.queue.snapshot(room)).participants == []
+    # The next meeting in the same room is a new ConferenceSid, and it is followed as usual.
+    new = {"ConferenceSid": "CF" + "c" * 32}
+    await hooks.post("/voice/conference-events", callback("participant-join", 1, "pnext", **new),
+                     query=q)
+    assert (await get_room(hooks.redis, room)).conference_sid == "CF" + "c" * 32
+    assert (await hooks.queue.participant(room, "pnext")).id == "pnext"
+
+
 async def test_a_callback_for_an_unknown_participant_recreates_it(hooks: Hooks) -> None:
     created = await _room(hooks.redis)
     room = created.room.id
