@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from handraise.cli import _rooms_show
 from handraise.config import Settings
 from handraise.dsp import synth
-from handraise.phone.streams import KeypadCheck, keypad_checks
+from handraise.phone.streams import KeypadCheck, keypad_checks, last_gather
 from handraise.rooms import create_room
 
 # Each takes about a second here, so none is marked slow.
@@ -193,3 +193,27 @@ async def test_a_lost_redis_while_raising_is_logged_and_the_stream_keeps_listeni
                                    text="Hand raised. You are number 1 in line.", timeout=15)
         assert [h.participant for h in await stack.queue.queue(room.id)] == [pid]
         assert [s["status"] for s in stack.sim.state(sid)["streams"]] == ["in-progress"]
+
+
+async def test_star_1_in_the_pre_join_window_counts_once(redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Once")
+        room = created.room
+        await _join(stack, created.host_code, "+15550100001", host=True)
+        sid = await stack.dial_in(room.access_code, "+15550100002")
+        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
+        stack.sim.press(sid, "*1")  # the Gather reads it, and the stream hears it too
+        await stack.sim.wait_event("conference", call_sid=sid, event="participant-join")
+        pid = stack.sim.state(sid)["conference"]["label"]
+        # The stream's *1 was matched with the Gather's and spent, not acted on.
+        await until(lambda: _gather_spent(stack, room.id, pid))
+        assert [(h.participant, h.source) for h in await stack.queue.queue(room.id)] == [
+            (pid, "prompt")]
+        assert "Your hand is raised. You are number 1" in stack.said(sid)
+        assert not any(t.get("kind") == "announcement" for t in stack.sim.transcript(sid))
+
+
+async def _gather_spent(stack: Stack, room: str, pid: str) -> bool:
+    mark = await last_gather(stack.redis, room, pid)
+    return mark is not None and mark[1] == ""
