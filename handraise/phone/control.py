@@ -217,14 +217,38 @@ async def forget_participant(queue: Queue, room: str, pid: str, *, reason: str) 
     return left
 
 
-async def clear_conference(queue: Queue, room: str, *, reason: str = "conference-ended") -> int:
-    """The conference ended: every participant leaves, the room forgets its conference."""
+_SET_CONFERENCE = """
+-- KEYS 1 participants, 2 participant hash ; ARGV 1 pid, 2 ConferenceSid ('' = in none)
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'conference_sid', ARGV[2])
+return 1
+"""
+
+
+async def set_conference(redis: Redis, room: str, pid: str, conference_sid: str) -> bool:
+    """Record which conference ``pid`` is in ('' for none); False if ``pid`` is not in the room.
+
+    One script, so that a participant who just left is not brought back as a stub hash.
+    """
+    keys = [key(room, "participants"), key(room, "p", pid)]
+    return bool(await redis.eval(_SET_CONFERENCE, len(keys), *keys, pid, conference_sid))
+
+
+async def clear_conference(queue: Queue, room: str, conference_sid: str, *,
+                           reason: str = "conference-ended") -> int:
+    """The conference ended: its participants leave, the room forgets it.
+
+    Callers outside it (the pre-join window, a host prompt, the star menu) stay: their calls
+    go on, and they join the room's next conference.
+    """
     state = await queue.snapshot(room)
+    n = 0
     for p in state.participants:
-        await forget_participant(queue, room, p.id, reason=reason)
+        if await queue.redis.hget(key(room, "p", p.id), "conference_sid") == conference_sid:
+            n += await forget_participant(queue, room, p.id, reason=reason)
     with contextlib.suppress(NotFound):
         await update_room(queue.redis, room, conference_sid="", maxlen=queue.maxlen)
-    return len(state.participants)
+    return n
 
 
 _REDIS_DOWN = ActionResult(False, "The hand queue is briefly unavailable (Redis cannot be reached); "
@@ -423,7 +447,9 @@ class HostControls:
             if not outcome.ok and outcome.kind != "gone":
                 return ActionResult(False, outcome.message)
             await remember_ended(self.redis, room, r.conference_sid)
-        n = await clear_conference(self.queue, room)
+            n = await clear_conference(self.queue, room, r.conference_sid)
+        else:
+            n = 0  # no conference: whoever is in the room is still on their way in
         log.info("room %s: conference ended by the host (%d participants)", room, n)
         return ActionResult(True, "The conference has ended.")
 

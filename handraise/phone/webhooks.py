@@ -35,6 +35,7 @@ from .control import (
     forget_participant,
     prompting_key,
     remember_ended,
+    set_conference,
 )
 from .security import twilio_signed
 from .streams import note_gather
@@ -333,6 +334,22 @@ async def post_incoming() -> Response:
 # --- participant flow -----------------------------------------------------------------------
 
 
+async def _ensure_in_room(svc: PhoneServices, room: Room, pid: str, form: dict[str, str]) -> bool:
+    """Put back a caller the room forgot while they were outside the conference (it ended,
+    or a reconciliation missed them), with the same id and a new PIN. True if re-added."""
+    try:
+        await svc.queue.participant(room.id, pid)
+        return False
+    except NotFound:
+        pass
+    await svc.queue.join(room.id, role="participant", call_sid=form.get("CallSid") or None,
+                         label=pid, number=form.get("From") or None, muted=True,
+                         participant_id=pid)
+    await issue_pin(svc.redis, room.id, pid)
+    log.info("room %s: %s came back from outside the conference; re-added", room.id, pid)
+    return True
+
+
 async def _prejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
     """End of the pre-join raise window: confirm the hand, read the PIN, join muted."""
     room_id, pid = _arg("room"), _arg("pid")
@@ -340,6 +357,7 @@ async def _prejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
     if room.status != "open":
         return _xml(twiml.room_closed())
     svc.room_cache[room.id] = room
+    await _ensure_in_room(svc, room, pid, form)
     digits = form.get("Digits", "")
     await note_gather(svc.redis, room_id, pid, digits)  # the media stream heard these keys too
     hand_line = None
@@ -364,10 +382,14 @@ async def _rejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
     await svc.redis.delete(prompting_key(room_id, pid))
     if room.status != "open":
         return _xml(twiml.room_closed())
-    try:
+    if await _ensure_in_room(svc, room, pid, form):
+        # Their old PIN went with them: read the new one.
         p = await svc.queue.participant(room_id, pid)
-    except NotFound:
-        return _xml(twiml.meeting_over())
+        spec = _join_spec(svc, room, pid, role=p.role, muted=p.muted)
+        return _xml(twiml.participant_join(spec, hand_line=None,
+                                           pin=await pin_of(svc.redis, room_id, pid),
+                                           companion_url=svc.urls.companion()))
+    p = await svc.queue.participant(room_id, pid)
     return _xml(twiml.join_conference(_join_spec(svc, room, pid, role=p.role, muted=p.muted)))
 
 
@@ -512,9 +534,11 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
         seq: int | None = int(form["SequenceNumber"])
     except (KeyError, ValueError):
         seq = None  # no order to keep: apply it
-    if event != "conference-end" and await _has_ended(svc, room_id, conference_sid):
+    if (event not in ("conference-end", "participant-leave")
+            and await _has_ended(svc, room_id, conference_sid)):
         # Callbacks are separate requests and may trail the end: a late join or mute must
-        # not bring back the dead conference's sid or a participant who has gone.
+        # not bring back the dead conference's sid or a participant who has gone (a late
+        # leave can only remove, so it still counts).
         log.info("room %s: %s of ended conference %s ignored", room_id, event, conference_sid[-6:])
         return
     room_sid: str | None = None
@@ -524,7 +548,7 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
         if conference_sid:
             await remember_ended(svc.redis, room_id, conference_sid)
         if room_sid in (None, conference_sid):
-            n = await clear_conference(svc.queue, room_id)
+            n = await clear_conference(svc.queue, room_id, conference_sid)
             log.info("room %s: conference %s ended (%s), %d cleared", room_id, conference_sid[-6:],
                      form.get("ReasonConferenceEnded", ""), n)
         return
@@ -542,10 +566,12 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
                 return
             reason = form.get("ReasonParticipantLeft", "")
             still_on_call = form.get("ParticipantCallStatus") == "in-progress"
-            # A redirect (host prompt) or a * step-out: the caller comes back, keep them.
+            # A redirect (host prompt) or a * step-out: the caller comes back, keep them,
+            # as outside any conference until they rejoin (its end must not take them).
             if reason == "participant_updated_via_api" or (
                     still_on_call and reason not in ("conference_ended_via_api",
                                                      "moderator_ended_conference")):
+                await set_conference(svc.redis, room_id, pid, "")
                 return
             if await forget_participant(svc.queue, room_id, pid, reason=reason or "left"):
                 log.info("room %s: %s left (%s)", room_id, pid, reason)
@@ -566,7 +592,11 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
             log.debug("room %s: stale or duplicate %s #%s for %s", room_id, event, seq, pid)
         elif applied == -2:
             # Unknown (joined while Redis was away): recreated from this callback's fields.
-            await _ensure_participant(svc, room_id, pid, form)
+            if await _ensure_participant(svc, room_id, pid, form):
+                await set_conference(svc.redis, room_id, pid, conference_sid)
+        elif event == "participant-join":
+            # Which conference they are in: its end clears them, and only them.
+            await set_conference(svc.redis, room_id, pid, conference_sid)
 
 
 @bp.post("/conference-events")

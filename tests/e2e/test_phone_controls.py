@@ -6,6 +6,7 @@ import pytest
 from phonekit import Stack, phone_stack, until
 from quart import Response, request
 
+from handraise.pins import lookup_pin
 from handraise.rooms import create_room, get_room
 
 # Each takes well under 3 s here, so none is marked slow.
@@ -153,3 +154,71 @@ async def test_a_failed_call_lookup_keeps_the_caller_and_says_so(redis_server: s
         assert not result.ok and "could not be reached" in result.message
         assert (await stack.queue.snapshot(room.id)).participant(pid) is not None
         assert stack.sim.state(sid)["status"] == "in-progress"
+
+
+
+async def _conference_end_delivered(stack: Stack, after: int) -> None:
+    """Wait until the app has answered the conference-end status callback."""
+    await stack.sim.wait_for(
+        lambda e: e.kind == "webhook" and e.data.get("purpose") == "conference-status-callback"
+        and e.data["params"].get("StatusCallbackEvent") == "conference-end"
+        and e.data.get("status") == 200, after=after)
+
+
+async def _raise_in_prejoin_and_join(stack: Stack, room: str, sid: str, pid: str) -> None:
+    """The caller still in the pre-join window presses *1: same id, hand up, PIN read."""
+    mark = stack.sim.events[-1].seq
+    stack.sim.press(sid, "*1")
+    await stack.sim.wait_event("conference", call_sid=sid, event="participant-join", after=mark)
+    assert stack.sim.state(sid)["conference"]["label"] == pid
+    said = stack.said(sid)
+    assert "briefly unavailable" not in said
+    assert "Your hand is raised. You are number 1 in line." in said and "your PIN is" in said
+    assert [h.participant for h in await stack.queue.queue(room)] == [pid]
+    pin = await stack.redis.get(f"hr:{{{room}}}:pin:{pid}")
+    assert pin and await lookup_pin(stack.redis, pin) == (room, pid)
+
+
+async def test_the_conference_ending_keeps_a_caller_still_in_the_pre_join_window(
+        redis_server: str) -> None:
+    # A real-length (3 s) pre-join window, so the test acts inside it; it ends at the *1.
+    async with phone_stack(redis_server, wait_time_scale=1.0) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Early end")
+        room = created.room
+        p1 = await stack.dial_in(room.access_code, "+15550100001")
+        await stack.sim.wait_event("gather-start", call_sid=p1, num_digits=2)
+        stack.sim.press(p1, "*2")  # skip the window: P1 waits alone in the conference
+        await stack.sim.wait_event("conference", call_sid=p1, event="participant-join")
+        p2 = await stack.dial_in(room.access_code, "+15550100002")
+        await stack.sim.wait_event("gather-start", call_sid=p2, num_digits=2)
+        [p2_pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
+                    if p.call_sid == p2]
+        mark = stack.sim.events[-1].seq
+        await stack.sim.hang_up(p1)  # the last one leaves: the conference ends
+        await _conference_end_delivered(stack, mark)
+        state = await stack.queue.snapshot(room.id)
+        assert [p.id for p in state.participants] == [p2_pid]  # P1 gone, P2 kept
+        await _raise_in_prejoin_and_join(stack, room.id, p2, p2_pid)
+
+
+async def test_the_host_ending_the_conference_keeps_a_caller_in_the_pre_join_window(
+        redis_server: str) -> None:
+    # A real-length (3 s) pre-join window, so the test acts inside it; it ends at the *1.
+    async with phone_stack(redis_server, wait_time_scale=1.0) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Host ends")
+        room = created.room
+        host, _ = await _join(stack, created.host_code, "+15550100001", host=True)
+        await until(lambda: _has_conference(stack, room.id))
+        p2 = await stack.dial_in(room.access_code, "+15550100002")
+        await stack.sim.wait_event("gather-start", call_sid=p2, num_digits=2)
+        [p2_pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
+                    if p.call_sid == p2]
+        mark = stack.sim.events[-1].seq
+        assert (await stack.host.end_conference(room.id)).ok
+        await stack.sim.wait_event("call-ended", call_sid=host, after=mark)
+        await _conference_end_delivered(stack, mark)
+        state = await stack.queue.snapshot(room.id)
+        assert [p.id for p in state.participants] == [p2_pid]
+        await _raise_in_prejoin_and_join(stack, room.id, p2, p2_pid)

@@ -301,6 +301,40 @@ async def test_late_callbacks_of_an_ended_conference_do_not_bring_it_back(hooks:
     assert (await hooks.queue.participant(room, "pnext")).id == "pnext"
 
 
+async def test_conference_end_clears_only_the_callers_in_that_conference(hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)  # answered the prompt, in the conference
+    q = {"room": room}
+    await hooks.post("/voice/conference-events", callback("participant-join", 1, pid), query=q)
+    prompted = await hooks.queue.join(room, call_sid="CA" + "2" * 32, participant_id="pprompted")
+    await hooks.post("/voice/conference-events", callback("participant-join", 2, prompted), query=q)
+    await hooks.post("/voice/conference-events", callback(
+        "participant-leave", 3, prompted, ReasonParticipantLeft="participant_updated_via_api",
+        ParticipantCallStatus="in-progress"), query=q)  # pulled out by a host prompt
+    waiting = await hooks.queue.join(room, call_sid="CA" + "3" * 32, participant_id="pwaiting")
+    end = {"ConferenceSid": "CF" + "a" * 32, "StatusCallbackEvent": "conference-end",
+           "SequenceNumber": "9", "AccountSid": ACCOUNT_SID, "FriendlyName": "x"}
+    await hooks.post("/voice/conference-events", end, query=q)
+    left = {p.id for p in (await hooks.queue.snapshot(room)).participants}
+    assert left == {prompted, waiting}
+
+
+async def test_a_caller_the_room_forgot_outside_the_conference_is_put_back_with_a_new_pin(
+        hooks: Hooks) -> None:
+    room, pid = await _joined(hooks)
+    q = {"room": room, "pid": pid}
+    await hooks.queue.leave(room, pid, reason="gone")  # e.g. an ended conference took them
+    _, body = await hooks.post("/voice/prejoin", call(Digits="*1"), query=q)
+    assert "briefly unavailable" not in body and "Your hand is raised" in body
+    assert [h.participant for h in await hooks.queue.queue(room)] == [pid]
+    pin = await hooks.redis.get(f"hr:{{{room}}}:pin:{pid}")
+    assert pin and await lookup_pin(hooks.redis, pin) == (room, pid)
+    # Back from the star menu or a prompt after the same: in again, with the PIN read.
+    await hooks.queue.leave(room, pid, reason="gone")
+    _, body = await hooks.post("/voice/rejoin", call(), query=q)
+    assert "The meeting has ended" not in body and "your PIN is" in body
+    assert (await hooks.queue.participant(room, pid)).muted is True
+
+
 async def test_a_callback_for_an_unknown_participant_recreates_it(hooks: Hooks) -> None:
     created = await _room(hooks.redis)
     room = created.room.id
