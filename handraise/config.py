@@ -40,6 +40,8 @@ class Settings:
     twilio_api_url: str = DEFAULT_TWILIO_API_URL
     events_maxlen: int = 10_000
     log_level: str = "INFO"
+    #: How often (seconds) rooms with callers outside the conference are checked with Twilio.
+    reconcile_interval_s: float = 20.0
 
     @classmethod
     def from_env(
@@ -114,6 +116,18 @@ class Settings:
             raise ConfigError(
                 f"HANDRAISE_LOG_LEVEL is {log_level!r}: it should hold {_WHAT['HANDRAISE_LOG_LEVEL']}."
             )
+        interval_raw = get("HANDRAISE_RECONCILE_INTERVAL")
+        reconcile_interval_s = 20.0
+        if interval_raw is not None:
+            try:
+                reconcile_interval_s = float(interval_raw)
+            except ValueError:
+                reconcile_interval_s = -1.0
+            if not 1.0 <= reconcile_interval_s <= 3600.0:
+                raise ConfigError(
+                    f"HANDRAISE_RECONCILE_INTERVAL is {interval_raw!r}: it should hold "
+                    f"{_WHAT['HANDRAISE_RECONCILE_INTERVAL']}."
+                )
         return cls(
             public_url=public_url,
             redis_url=redis_url,
@@ -125,6 +139,7 @@ class Settings:
             twilio_api_url=api_url,
             events_maxlen=events_maxlen,
             log_level=log_level,
+            reconcile_interval_s=reconcile_interval_s,
         )
 
 
@@ -154,4 +169,6 @@ _WHAT = {
     "unless you point it at the emulator",
     "HANDRAISE_EVENTS_MAXLEN": "a whole number of at least 100, how many events each room keeps",
     "HANDRAISE_LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+    "HANDRAISE_RECONCILE_INTERVAL": "a number of seconds from 1 to 3600, how often rooms with "
+    "callers outside the conference are checked with Twilio (default 20)",
 }

@@ -473,6 +473,23 @@ class HostControls:
             return ActionResult(False, outcome.message, pid)
         return ActionResult(True, "They are being asked.", pid)
 
+    async def has_outsiders(self, room: str) -> bool:
+        """True if a caller of ``room`` is not known to be in its conference.
+
+        They are in the pre-join window, the star menu or a host prompt, or they hung up
+        there, which no callback reports: only :meth:`reconcile` can tell which.
+        """
+        r = await get_room(self.redis, room)
+        state = await self.queue.snapshot(room)
+        callers = [p.id for p in state.participants if p.call_sid]
+        if not callers:
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in callers:
+                pipe.hget(key(room, "p", pid), "conference_sid")
+            found = await pipe.execute()
+        return any(not sid or sid != r.conference_sid for sid in found)
+
     @_redis_guarded
     async def reconcile(self, room: str) -> ActionResult:
         """Bring the room's participants in line with Twilio's list (after Redis was away).
@@ -481,13 +498,14 @@ class HostControls:
         hold. A participant Twilio does not list is removed only when their call is over
         (callers in the pre-join window or a host prompt are not listed, yet still there):
         this also catches a hang-up during the pre-join window, which no callback reports.
+        With no conference running, nobody is listed: only the finished calls go.
         """
         r = await get_room(self.redis, room)
-        if not r.conference_sid:
-            return ActionResult(True, "No conference is running.")
-        outcome, remote = await self.twilio.list_participants(r.conference_sid)
-        if not outcome.ok:
-            return ActionResult(False, outcome.message)
+        remote: list[RemoteParticipant] = []
+        if r.conference_sid:
+            outcome, remote = await self.twilio.list_participants(r.conference_sid)
+            if not outcome.ok:
+                return ActionResult(False, outcome.message)
         state = await self.queue.snapshot(room)
         added = 0
         for x in remote:
@@ -504,6 +522,8 @@ class HostControls:
                 added += 1
             else:
                 await self.queue.update(room, x.label, muted=x.muted, hold=x.hold)
+            if r.conference_sid:
+                await set_conference(self.redis, room, x.label, r.conference_sid)
         listed = {x.label for x in remote}
         removed = 0
         for p in state.participants:

@@ -24,7 +24,7 @@ from ..errors import HandraiseError, NotFound
 from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
 from ..queue import Queue, Source, mask_number
-from ..rooms import Role, Room, code_hash, get_room, lookup_code, new_id, update_room
+from ..rooms import Role, Room, code_hash, get_room, list_rooms, lookup_code, new_id, update_room
 from ..store import Redis, key
 from . import twiml
 from .control import (
@@ -97,6 +97,8 @@ class PhoneServices:
     locks: list[asyncio.Lock] = field(default_factory=lambda: [asyncio.Lock() for _ in range(64)])
     # Rooms whose changes Redis missed: reconciled with Twilio once Redis answers again.
     dirty: set[str] = field(default_factory=set)
+    # The periodic reconciliation (see reconcile_rooms), running while the app serves.
+    reconciler: asyncio.Task[None] | None = None
 
     @property
     def redis(self) -> Redis:
@@ -145,15 +147,22 @@ def init_phone(app: Quart) -> None:
             log.warning("HANDRAISE_PUBLIC_URL is not set: Twilio webhooks will be refused")
         urls = twiml.PhoneUrls(settings.public_url or "http://localhost")
         control = TwilioControl(settings)
-        app.extensions["handraise_phone"] = PhoneServices(
+        svc = app.extensions["handraise_phone"] = PhoneServices(
             settings=settings, queue=core.queue, twilio=control, urls=urls,
             host=HostControls(core.queue, control, urls),
         )
+        if control.configured:  # without Twilio there is nobody to ask
+            svc.reconciler = asyncio.create_task(
+                _reconcile_forever(svc, settings.reconcile_interval_s))
 
     @app.after_serving
     async def stop_phone() -> None:
         svc: PhoneServices | None = app.extensions.pop("handraise_phone", None)
         if svc is not None:
+            if svc.reconciler is not None:
+                svc.reconciler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await svc.reconciler
             await svc.twilio.close()
 
 
@@ -623,3 +632,47 @@ async def post_conference_events() -> Response:
         else:
             log.exception("room %s: conference callback failed", room_id)
     return _xml(twiml.empty())
+
+
+# --- periodic reconciliation ------------------------------------------------------------------
+
+
+async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0) -> int:
+    """Reconcile with Twilio each open room that has callers outside its conference, or that
+    Redis missed changes of; returns how many rooms were reconciled.
+
+    A caller who hangs up in the pre-join window, the star menu or a host prompt gets no
+    callback; this is what removes their hand and PIN. With ``claim_s``, one process per
+    room and period does the work (a short Redis claim), not every process.
+    """
+    done = 0
+    for room in await list_rooms(svc.redis):
+        try:
+            if room.id not in svc.dirty and not await svc.host.has_outsiders(room.id):
+                continue
+            if claim_s > 0 and not await svc.redis.set(key(room.id, "reconciling"), "1", nx=True,
+                                                       px=max(1, int(claim_s * 1000))):
+                continue
+            result = await svc.host.reconcile(room.id)
+        except REDIS_ERRORS:
+            raise
+        except Exception:  # one room's trouble must not stop the others
+            log.exception("room %s: periodic reconciliation failed", room.id)
+            continue
+        if result.ok:
+            svc.dirty.discard(room.id)
+            done += 1
+        else:
+            log.warning("room %s: periodic reconciliation: %s", room.id, result.message)
+    return done
+
+
+async def _reconcile_forever(svc: PhoneServices, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)  # a timer, not synchronisation
+        try:
+            await reconcile_rooms(svc, claim_s=interval_s * 0.8)
+        except REDIS_ERRORS as exc:
+            log.warning("periodic reconciliation: redis unavailable: %r", exc)
+        except Exception:
+            log.exception("periodic reconciliation failed")

@@ -108,9 +108,9 @@ async def test_a_caller_outside_the_conference_is_kept_until_their_call_is_gone(
         assert (await stack.queue.snapshot(room.id)).participant(pid) is None
 
 
-async def test_reconcile_drops_a_caller_who_hung_up_in_the_pre_join_window(
+async def test_a_caller_who_hangs_up_in_the_pre_join_window_is_dropped_without_a_callback(
         redis_server: str) -> None:
-    async with phone_stack(redis_server) as stack:
+    async with phone_stack(redis_server, reconcile_interval_s=0.1) as stack:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Ghosts")
         room = created.room
@@ -118,12 +118,38 @@ async def test_reconcile_drops_a_caller_who_hung_up_in_the_pre_join_window(
         _, kept = await _join(stack, room.access_code, "+15550100002")
         ghost = await stack.dial_in(room.access_code, "+15550100003")
         await stack.sim.wait_event("gather-start", call_sid=ghost, num_digits=2)
-        await stack.sim.hang_up(ghost)
-        assert len((await stack.queue.snapshot(room.id)).participants) == 3
-        result = await stack.host.reconcile(room.id)
-        assert result.ok and result.message == "Reconciled with Twilio: 0 added, 1 removed."
+        [ghost_pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
+                       if p.call_sid == ghost]
+        await stack.queue.raise_hand(room.id, ghost_pid, source="web")
+        pin = await stack.redis.get(f"hr:{{{room.id}}}:pin:{ghost_pid}")
+        assert pin and await lookup_pin(stack.redis, pin) == (room.id, ghost_pid)
+        await stack.sim.hang_up(ghost)  # no conference callback will ever say so
+
+        async def ghost_gone() -> bool:
+            return (await stack.queue.snapshot(room.id)).participant(ghost_pid) is None
+
+        await until(ghost_gone)  # the app's own periodic reconciliation, not a manual call
         state = await stack.queue.snapshot(room.id)
         assert len(state.participants) == 2 and state.participant(kept) is not None
+        assert state.queue == [] and await lookup_pin(stack.redis, pin) is None
+
+
+async def test_a_pre_join_hang_up_is_dropped_even_with_no_conference_running(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server, reconcile_interval_s=0.1) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Nobody yet")
+        room = created.room
+        early = await stack.dial_in(room.access_code, "+15550100002")
+        await stack.sim.wait_event("gather-start", call_sid=early, num_digits=2)
+        assert len((await stack.queue.snapshot(room.id)).participants) == 1
+        await stack.sim.hang_up(early)
+
+        async def empty() -> bool:
+            return (await stack.queue.snapshot(room.id)).participants == []
+
+        await until(empty)
+        assert (await get_room(stack.redis, room.id)).conference_sid is None
 
 
 async def _has_conference(stack: Stack, room: str) -> bool:
