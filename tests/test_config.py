@@ -22,6 +22,7 @@ def test_good_settings_are_read() -> None:
     assert s.public_url == "https://hands.example.org"
     assert s.redis_url is None
     assert s.twilio_api_url == "https://api.twilio.com"
+    assert Settings.from_env({**GOOD, "HANDRAISE_RECONCILE_INTERVAL": "45"}).reconcile_interval_s == 45
 
 
 def test_secrets_never_appear_in_repr() -> None:
@@ -43,6 +44,8 @@ def test_secrets_never_appear_in_repr() -> None:
         ("HANDRAISE_TWILIO_API_URL", "ftp://twilio"),
         ("HANDRAISE_EVENTS_MAXLEN", "ten"),
         ("HANDRAISE_LOG_LEVEL", "LOUD"),
+        ("HANDRAISE_RECONCILE_INTERVAL", "0.1"),
+        ("HANDRAISE_RECONCILE_INTERVAL", "9999"),
     ],
 )
 def test_a_malformed_setting_stops_with_one_sentence_naming_it(name: str, value: str) -> None:
