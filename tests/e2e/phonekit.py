@@ -41,6 +41,14 @@ class Stack:
         self.sim.press(sid, digits)
         return sid
 
+    async def join(self, code: str, number: str, *, host: bool = False) -> tuple[str, str]:
+        """Dial in and reach the conference; returns (CallSid, participant id)."""
+        sid = await self.dial_in(code, number)
+        if not host:
+            await self.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
+        await self.sim.wait_event("conference", call_sid=sid, event="participant-join")
+        return sid, self.sim.state(sid)["conference"]["label"]
+
     def said(self, sid: str) -> str:
         return " | ".join(str(t.get("text", "")) for t in self.sim.transcript(sid))
 

@@ -15,22 +15,13 @@ pytestmark = [
 ]
 
 
-async def _join(stack: Stack, code: str, number: str, *, host: bool = False) -> tuple[str, str]:
-    """Dial in and reach the conference; returns (CallSid, participant id)."""
-    sid = await stack.dial_in(code, number)
-    if not host:
-        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
-    await stack.sim.wait_event("conference", call_sid=sid, event="participant-join")
-    return sid, stack.sim.state(sid)["conference"]["label"]
-
-
 async def test_star_mode_steps_out_reads_one_key_and_puts_the_caller_back(redis_server: str) -> None:
     async with phone_stack(redis_server) as stack:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Star room", keypad_mode="star")
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
-        sid, pid = await _join(stack, room.access_code, "+15550100002")
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
         assert stack.sim.state(sid)["streams"] == []  # star mode forks no audio
         mark = stack.sim.events[-1].seq
         stack.sim.press(sid, "*")
@@ -50,8 +41,8 @@ async def test_mute_all_lower_all_and_end_conference(redis_server: str) -> None:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Controls", end_on_host_exit=False)
         room = created.room
-        host, _ = await _join(stack, created.host_code, "+15550100001", host=True)
-        calls = [await _join(stack, room.access_code, f"+1555010000{i}") for i in (2, 3, 4)]
+        host, _ = await stack.join(created.host_code, "+15550100001", host=True)
+        calls = [await stack.join(room.access_code, f"+1555010000{i}") for i in (2, 3, 4)]
         (a, a_pid), (b, b_pid), (c, c_pid) = calls
         assert (await stack.host.call_on(room.id, a_pid)).ok
         assert (await stack.host.unmute(room.id, b_pid)).ok
@@ -85,7 +76,7 @@ async def test_a_caller_outside_the_conference_is_kept_until_their_call_is_gone(
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Gone")
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
+        await stack.join(created.host_code, "+15550100001", host=True)
         sid = await stack.dial_in(room.access_code, "+15550100002")
         await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
         [pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
@@ -114,8 +105,8 @@ async def test_a_caller_who_hangs_up_in_the_pre_join_window_is_dropped_without_a
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Ghosts")
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
-        _, kept = await _join(stack, room.access_code, "+15550100002")
+        await stack.join(created.host_code, "+15550100001", host=True)
+        _, kept = await stack.join(room.access_code, "+15550100002")
         ghost = await stack.dial_in(room.access_code, "+15550100003")
         await stack.sim.wait_event("gather-start", call_sid=ghost, num_digits=2)
         [ghost_pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
@@ -161,7 +152,7 @@ async def test_a_failed_call_lookup_keeps_the_caller_and_says_so(redis_server: s
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Lookup down")
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
+        await stack.join(created.host_code, "+15550100001", host=True)
         sid = await stack.dial_in(room.access_code, "+15550100002")
         await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
         [pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
@@ -235,7 +226,7 @@ async def test_the_host_ending_the_conference_keeps_a_caller_in_the_pre_join_win
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Host ends")
         room = created.room
-        host, _ = await _join(stack, created.host_code, "+15550100001", host=True)
+        host, _ = await stack.join(created.host_code, "+15550100001", host=True)
         await until(lambda: _has_conference(stack, room.id))
         p2 = await stack.dial_in(room.access_code, "+15550100002")
         await stack.sim.wait_event("gather-start", call_sid=p2, num_digits=2)

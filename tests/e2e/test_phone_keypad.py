@@ -28,14 +28,6 @@ pytestmark = [
 ]
 
 
-async def _join(stack: Stack, code: str, number: str, *, host: bool = False) -> tuple[str, str]:
-    sid = await stack.dial_in(code, number)
-    if not host:
-        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
-    await stack.sim.wait_event("conference", call_sid=sid, event="participant-join")
-    return sid, stack.sim.state(sid)["conference"]["label"]
-
-
 async def _check(stack: Stack, room: str, pid: str) -> KeypadCheck | None:
     return next((c for c in await keypad_checks(stack.redis, room) if c.participant == pid), None)
 
@@ -46,8 +38,8 @@ async def test_star_1_in_the_conference_raises_the_hand_and_star_2_lowers_it(
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Stream room")  # keypad mode "stream"
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
-        sid, pid = await _join(stack, room.access_code, "+15550100002")
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
         assert [s["url"].endswith("/voice/stream") for s in stack.sim.state(sid)["streams"]] == [True]
 
         stack.sim.press(sid, "*1")  # inside the conference: only the stream hears it
@@ -79,8 +71,8 @@ async def test_without_tones_in_the_stream_nothing_is_raised_and_the_self_test_s
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Silent keys")
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
-        sid, pid = await _join(stack, room.access_code, "+15550100002")
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
         mark = stack.sim.events[-1].seq
         stack.sim.press(sid, "*1")
         # Let a second of audio (50 frames) pass the detector after the press.
@@ -179,8 +171,8 @@ async def test_a_lost_redis_while_raising_is_logged_and_the_stream_keeps_listeni
     async with phone_stack(stoppable.url) as stack:
         created = await create_room(stack.redis, "Flaky")
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
-        sid, pid = await _join(stack, room.access_code, "+15550100002")
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
 
         stoppable.stop()
         stack.sim.press(sid, "*1")
@@ -200,7 +192,7 @@ async def test_star_1_in_the_pre_join_window_counts_once(redis_server: str) -> N
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Once")
         room = created.room
-        await _join(stack, created.host_code, "+15550100001", host=True)
+        await stack.join(created.host_code, "+15550100001", host=True)
         sid = await stack.dial_in(room.access_code, "+15550100002")
         await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
         stack.sim.press(sid, "*1")  # the Gather reads it, and the stream hears it too
