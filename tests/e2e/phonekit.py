@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from quart import Quart
@@ -15,8 +17,9 @@ from handraise.config import Settings
 from handraise.phone.control import HostControls
 from handraise.phone.webhooks import host_controls
 from handraise.queue import Queue
+from handraise.rooms import Room
 from handraise.sim import ServedApp, SimConfig, Simulator, free_port
-from handraise.store import Redis, client_from_url
+from handraise.store import Redis, client_from_url, spawn_redis_server, wait_until_ready
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "e2eToken0123456789abcdef01234567"
@@ -49,11 +52,48 @@ class Stack:
         await self.sim.wait_event("conference", call_sid=sid, event="participant-join")
         return sid, self.sim.state(sid)["conference"]["label"]
 
+    async def reach_prejoin(self, room: Room, number: str) -> tuple[str, str]:
+        """Dial ``room``'s access code and stop in the pre-join window; (CallSid, participant id)."""
+        sid = await self.dial_in(room.access_code, number)
+        await self.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
+        [pid] = [p.id for p in (await self.queue.snapshot(room.id)).participants
+                 if p.call_sid == sid]
+        return sid, pid
+
     def said(self, sid: str) -> str:
         return " | ".join(str(t.get("text", "")) for t in self.sim.transcript(sid))
 
     def errors(self) -> list[dict[str, Any]]:
         return [e for c in self.sim.engine.calls.values() for e in c.errors]
+
+
+class StoppableRedis:
+    """A persistent redis-server this test can stop and start again on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = spawn_redis_server(
+            ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(self.workdir)])
+        wait_until_ready({"host": "127.0.0.1", "port": self.port})
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
 
 
 @contextlib.asynccontextmanager

@@ -77,10 +77,7 @@ async def test_a_caller_outside_the_conference_is_kept_until_their_call_is_gone(
         created = await create_room(stack.redis, "Gone")
         room = created.room
         await stack.join(created.host_code, "+15550100001", host=True)
-        sid = await stack.dial_in(room.access_code, "+15550100002")
-        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
-        [pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
-                 if p.call_sid == sid]
+        sid, pid = await stack.reach_prejoin(room, "+15550100002")
         await until(lambda: _has_conference(stack, room.id))
 
         # Still in the pre-join window: not in the conference, but very much on the line.
@@ -107,10 +104,7 @@ async def test_a_caller_who_hangs_up_in_the_pre_join_window_is_dropped_without_a
         room = created.room
         await stack.join(created.host_code, "+15550100001", host=True)
         _, kept = await stack.join(room.access_code, "+15550100002")
-        ghost = await stack.dial_in(room.access_code, "+15550100003")
-        await stack.sim.wait_event("gather-start", call_sid=ghost, num_digits=2)
-        [ghost_pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
-                       if p.call_sid == ghost]
+        ghost, ghost_pid = await stack.reach_prejoin(room, "+15550100003")
         await stack.queue.raise_hand(room.id, ghost_pid, source="web")
         pin = await stack.redis.get(f"hr:{{{room.id}}}:pin:{ghost_pid}")
         assert pin and await lookup_pin(stack.redis, pin) == (room.id, ghost_pid)
@@ -153,10 +147,7 @@ async def test_a_failed_call_lookup_keeps_the_caller_and_says_so(redis_server: s
         created = await create_room(stack.redis, "Lookup down")
         room = created.room
         await stack.join(created.host_code, "+15550100001", host=True)
-        sid = await stack.dial_in(room.access_code, "+15550100002")
-        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2)
-        [pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
-                 if p.call_sid == sid]
+        sid, pid = await stack.reach_prejoin(room, "+15550100002")
         await until(lambda: _has_conference(stack, room.id))
 
         # The emulator answers the call lookup with a server error (Twilio having a bad minute).
@@ -207,10 +198,7 @@ async def test_the_conference_ending_keeps_a_caller_still_in_the_pre_join_window
         await stack.sim.wait_event("gather-start", call_sid=p1, num_digits=2)
         stack.sim.press(p1, "*2")  # skip the window: P1 waits alone in the conference
         await stack.sim.wait_event("conference", call_sid=p1, event="participant-join")
-        p2 = await stack.dial_in(room.access_code, "+15550100002")
-        await stack.sim.wait_event("gather-start", call_sid=p2, num_digits=2)
-        [p2_pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
-                    if p.call_sid == p2]
+        p2, p2_pid = await stack.reach_prejoin(room, "+15550100002")
         mark = stack.sim.events[-1].seq
         await stack.sim.hang_up(p1)  # the last one leaves: the conference ends
         await _conference_end_delivered(stack, mark)
@@ -228,10 +216,7 @@ async def test_the_host_ending_the_conference_keeps_a_caller_in_the_pre_join_win
         room = created.room
         host, _ = await stack.join(created.host_code, "+15550100001", host=True)
         await until(lambda: _has_conference(stack, room.id))
-        p2 = await stack.dial_in(room.access_code, "+15550100002")
-        await stack.sim.wait_event("gather-start", call_sid=p2, num_digits=2)
-        [p2_pid] = [p.id for p in (await stack.queue.snapshot(room.id)).participants
-                    if p.call_sid == p2]
+        p2, p2_pid = await stack.reach_prejoin(room, "+15550100002")
         mark = stack.sim.events[-1].seq
         assert (await stack.host.end_conference(room.id)).ok
         await stack.sim.wait_event("call-ended", call_sid=host, after=mark)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from phonekit import Stack, phone_stack, until
+from phonekit import Stack, StoppableRedis, phone_stack, until
 
 from handraise.rooms import create_room
-from handraise.store import free_port, spawn_redis_server, wait_until_ready
 
 # Each takes well under 3 s here, so none is marked slow.
 pytestmark = [
@@ -18,45 +13,6 @@ pytestmark = [
 ]
 
 UNAVAILABLE = "Hand raising is briefly unavailable"
-
-
-class StoppableRedis:
-    """A persistent redis-server this test can stop and start again on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = spawn_redis_server(
-            ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.workdir)])
-        wait_until_ready({"host": "127.0.0.1", "port": self.port})
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
-@pytest.fixture
-def stoppable(tmp_path: Path) -> Iterator[StoppableRedis]:
-    server = StoppableRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_callers_join_while_redis_is_down_and_are_known_once_it_is_back(

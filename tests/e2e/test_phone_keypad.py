@@ -7,12 +7,9 @@ import base64
 import json
 import logging
 from argparse import Namespace
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from phonekit import ACCOUNT_SID, Stack, phone_stack, until
-from test_phone_degraded import StoppableRedis
+from phonekit import ACCOUNT_SID, Stack, StoppableRedis, phone_stack, until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -153,16 +150,6 @@ async def test_malformed_frames_are_survived_and_unknown_participants_closed(
 async def _stopped(stack: Stack, room: str, pid: str) -> KeypadCheck | None:
     check = await _check(stack, room, pid)
     return check if check is not None and check.stopped else None
-
-
-@pytest.fixture
-def stoppable(tmp_path: Path) -> Iterator[StoppableRedis]:
-    server = StoppableRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_lost_redis_while_raising_is_logged_and_the_stream_keeps_listening(
