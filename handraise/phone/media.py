@@ -291,7 +291,7 @@ class _Stream:
             lowered = await svc.queue.lower_hand(room, pid, by="keypad")
             log.info("room %s: %s pressed %s in the conference (%s)", room, pid, command.keys,
                      "hand lowered" if lowered else "no hand was raised")
-            result = await svc.host.announce(room, pid, "lowered")
+            result = await svc.host.announce(room, pid, "lowered" if lowered else "not_raised")
         else:
             log.debug("media stream (%s): no action for %r", self.label, command.name)
             return

@@ -23,6 +23,7 @@ ANNOUNCEMENTS: dict[str, str] = {
     "live": "You are live. Go ahead.",
     "done": "Thank you. You are muted again.",
     "lowered": "Your hand was lowered.",
+    "not_raised": "Your hand was not raised.",
     "raised": "Hand raised. You are number {n} in line.",
     "muted": "You have been muted.",
     "unavailable": "Hand raising is briefly unavailable. Please stay on the line.",

@@ -52,10 +52,14 @@ async def test_star_1_in_the_conference_raises_the_hand_and_star_2_lowers_it(
         await stack.sim.wait_event("heard", call_sid=sid, kind="announcement",
                                    text="Your hand was lowered.", timeout=15)
         assert await stack.queue.queue(room.id) == []
+        mark = stack.sim.events[-1].seq
+        stack.sim.press(sid, "*2")  # nothing to lower: the caller is told so, not misled
+        await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", after=mark,
+                                   text="Your hand was not raised.", timeout=15)
 
         await stack.sim.hang_up(sid)
         final = await until(lambda: _stopped(stack, room.id, pid))
-        assert final.tones_seen and final.digits == 4 and final.frames > 0
+        assert final.tones_seen and final.digits == 6 and final.frames > 0
         assert not stack.errors()
         # What the operator reads after the call (README, "On a phone call").
         await _rooms_show(Settings(redis_url=redis_server), Namespace(room=room.id, json=False))
