@@ -227,6 +227,24 @@ def run(detector: DtmfDetector, chunks: list[bytes]) -> list[DigitStart | DigitE
     return events + detector.flush()
 
 
+def bank_and_single_detectors(
+    signals: list[np.ndarray],
+) -> tuple[list[list[DigitStart | DigitEvent]], list[list[DigitStart | DigitEvent]]]:
+    """Events per stream from one DetectorBank over all ``signals``, and from one
+    DtmfDetector per signal (the reference), fed the same 160-byte frames."""
+    n = max(s.size for s in signals)
+    rows = [mulaw.encode(synth.concat(s, synth.silence((n - s.size) / 8.0))) for s in signals]
+    frames = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)
+    bank = DetectorBank(len(rows))
+    got: list[list[DigitStart | DigitEvent]] = [[] for _ in rows]
+    for a in range(0, n, 160):
+        for stream, ev in bank.feed(frames[:, a : a + 160]):
+            got[stream].append(ev)
+    for stream, ev in bank.flush():
+        got[stream].append(ev)
+    return got, [run(DtmfDetector(), [row]) for row in rows]
+
+
 def test_events_do_not_depend_on_how_the_audio_is_cut_into_frames() -> None:
     data = mulaw.encode(mixed_signal())
     by_160 = run(DtmfDetector(), [data[i : i + 160] for i in range(0, len(data), 160)])
@@ -262,17 +280,7 @@ def test_the_bank_gives_the_same_events_as_one_detector_per_stream() -> None:
         synth.add_noise(synth.dtmf("*2" * 5, rng=rng), 15.0, rng=rng),
         synth.silence(10),
     ]
-    n = max(s.size for s in signals)
-    rows = [mulaw.encode(synth.concat(s, synth.silence((n - s.size) / 8.0))) for s in signals]
-    frames = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)
-    bank = DetectorBank(len(rows))
-    got: list[list[DigitStart | DigitEvent]] = [[] for _ in rows]
-    for a in range(0, n, 160):
-        for stream, ev in bank.feed(frames[:, a : a + 160]):
-            got[stream].append(ev)
-    for stream, ev in bank.flush():
-        got[stream].append(ev)
-    expected = [run(DtmfDetector(), [row]) for row in rows]
+    got, expected = bank_and_single_detectors(signals)
     assert got == expected
     assert sum(isinstance(e, DigitEvent) for e in got[1]) == 16
 
@@ -324,16 +332,6 @@ def test_a_busy_bank_gives_the_same_events_as_one_detector_per_stream() -> None:
                 rng=rng,
             )
         )
-    n = max(s.size for s in signals)
-    rows = [mulaw.encode(synth.concat(s, synth.silence((n - s.size) / 8.0))) for s in signals]
-    frames = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)
-    bank = DetectorBank(len(rows))
-    got: list[list[DigitStart | DigitEvent]] = [[] for _ in rows]
-    for a in range(0, n, 160):
-        for stream, ev in bank.feed(frames[:, a : a + 160]):
-            got[stream].append(ev)
-    for stream, ev in bank.flush():
-        got[stream].append(ev)
-    expected = [run(DtmfDetector(), [row]) for row in rows]
+    got, expected = bank_and_single_detectors(signals)
     assert got == expected
     assert all(sum(isinstance(e, DigitEvent) for e in evs) == 7 for evs in got)
