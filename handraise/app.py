@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,10 +96,3 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
 
     init_phone(app)  # after start_services, so the phone services find the core ones
     return app
-
-
-@contextlib.asynccontextmanager
-async def running(app: Quart) -> AsyncIterator[Quart]:
-    """Run the app's start-up and shut-down hooks around a block (tests, CLI)."""
-    async with app.test_app():
-        yield app

@@ -13,7 +13,7 @@ from quart import Quart
 from twilio.request_validator import RequestValidator
 from twimlcheck import check_twiml
 
-from handraise.app import create_app, running
+from handraise.app import create_app
 from handraise.config import Settings
 from handraise.phone.security import SIGNED_MARK
 from handraise.pins import lookup_pin
@@ -55,7 +55,7 @@ async def hooks(redis: Redis) -> AsyncIterator[Hooks]:
     settings = Settings(public_url=PUBLIC, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=TOKEN,
                         twilio_api_url="http://127.0.0.1:9")  # nothing listens: REST must fail softly
     app = create_app(settings, redis=redis)
-    async with running(app):
+    async with app.test_app():
         yield Hooks(app, redis, Queue(redis))
 
 
