@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from quart import Quart, jsonify
 from .config import Settings
 from .errors import HandraiseError
 from .events import REDIS_ERRORS, EventHub
+from .phone.control import HostControls, TwilioControl
+from .phone.twiml import PhoneUrls
 from .queue import Queue
 from .store import Redis, connect
 
@@ -37,6 +40,10 @@ class Services:
     redis: Redis
     queue: Queue
     hub: EventHub
+    twilio: TwilioControl
+    urls: PhoneUrls
+    #: The host's actions: the dashboard, the API and the keypad all call these.
+    host: HostControls
 
 
 def services(app: Quart) -> Services:
@@ -54,7 +61,9 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         template_folder=str(asset_dir("templates")),
         static_folder=str(asset_dir("static")),
     )
-    app.config["SECRET_KEY"] = settings.secret_key
+    if settings.secret_key is None:
+        log.warning("HANDRAISE_SECRET_KEY is not set: host sessions end when this process stops")
+    app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
     app.config["HANDRAISE_SETTINGS"] = settings
     stack = contextlib.AsyncExitStack()
 
@@ -65,11 +74,13 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
             client = await stack.enter_async_context(connect(settings))
         hub = EventHub(client)
         stack.push_async_callback(hub.close)
+        queue = Queue(client, maxlen=settings.events_maxlen)
+        twilio = TwilioControl(settings)
+        stack.push_async_callback(twilio.close)
+        urls = PhoneUrls(settings.public_url or "http://localhost")
         app.extensions["handraise"] = Services(
-            settings=settings,
-            redis=client,
-            queue=Queue(client, maxlen=settings.events_maxlen),
-            hub=hub,
+            settings=settings, redis=client, queue=queue, hub=hub, twilio=twilio, urls=urls,
+            host=HostControls(queue, twilio, urls),
         )
 
     @app.after_serving
@@ -93,6 +104,8 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         return jsonify(error=error.message), error.status
 
     from .phone.webhooks import init_phone  # here: webhooks imports this module
+    from .web import init_web
 
     init_phone(app)  # after start_services, so the phone services find the core ones
+    init_web(app)
     return app

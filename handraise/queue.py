@@ -43,6 +43,12 @@ def mask_number(number: str | None) -> str:
     return f"••• {last}"
 
 
+def caller_name(number: str | None) -> str:
+    """What a caller without a name is called on screen: ``Caller 4821``."""
+    digits = re.sub(r"\D", "", number or "")
+    return f"Caller {digits[-4:]}" if len(digits) >= 6 else "Caller"
+
+
 @dataclass(frozen=True)
 class Participant:
     id: str
@@ -56,6 +62,10 @@ class Participant:
     hold: bool
     channels: tuple[Channel, ...]
     joined_at: int
+    #: The Twilio conference the call is in; None while outside it (pre-join window, a prompt).
+    conference_sid: str | None = None
+    #: The note the caller left with their raised hand, if any.
+    topic: str | None = None
 
     @property
     def number_masked(self) -> str:
@@ -63,7 +73,8 @@ class Participant:
 
     @property
     def display_name(self) -> str:
-        return self.name or self.number_masked
+        """The name if one is set, else "Caller 4821" (the last four digits), else "Caller"."""
+        return self.name or caller_name(self.number)
 
     def to_dict(self, *, host_view: bool = False) -> dict[str, Any]:
         """Public shape; the full number only in the host's view."""
@@ -111,6 +122,8 @@ class RoomState:
     speaker: str | None
     last_event_id: str
     now: int
+    #: When the speaker was called on (ms, Redis clock); None if nobody speaks.
+    speaker_since: int | None = None
 
     def participant(self, pid: str) -> Participant | None:
         return next((p for p in self.participants if p.id == pid), None)
@@ -146,7 +159,7 @@ if not present(ARGV[3]) then return 0 end
 redis.call('SREM', KEYS[2], ARGV[3])
 local lowered = redis.call('ZREM', KEYS[3], ARGV[3]) == 1
 local speaking = redis.call('HGET', KEYS[1], 'speaker') == ARGV[3]
-if speaking then redis.call('HDEL', KEYS[1], 'speaker') end
+if speaking then redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since') end
 redis.call('DEL', KEYS[5])
 emit(KEYS[4], ARGV[1], {type='participant.left', room=ARGV[2], participant=ARGV[3],
   reason=ARGV[4], hand_lowered=lowered, speaker_ended=speaking})
@@ -210,7 +223,7 @@ end
 local previous = redis.call('HGET', KEYS[1], 'speaker')
 if previous == pid then return {pid, ''} end
 local had_hand = redis.call('ZREM', KEYS[3], pid) == 1
-redis.call('HSET', KEYS[1], 'speaker', pid)
+redis.call('HSET', KEYS[1], 'speaker', pid, 'speaker_since', math.floor(now_us() / 1000))
 local ev = {type='speaker.called', room=ARGV[2], participant=pid, by=ARGV[4], from_queue=had_hand}
 if previous then ev.previous = previous end
 emit(KEYS[4], ARGV[1], ev)
@@ -221,7 +234,7 @@ _DONE = _HEAD + """
 -- ARGV 3: participant id or '' for whoever speaks; 4: by
 local current = redis.call('HGET', KEYS[1], 'speaker')
 if not current or (ARGV[3] ~= '' and ARGV[3] ~= current) then return 0 end
-redis.call('HDEL', KEYS[1], 'speaker')
+redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since')
 emit(KEYS[4], ARGV[1], {type='speaker.done', room=ARGV[2], participant=current, by=ARGV[4]})
 return 1
 """
@@ -238,6 +251,7 @@ for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   table.insert(people, {pid, redis.call('HGETALL', ARGV[1] .. pid)})
 end
 return {now, last_id, redis.call('HGET', KEYS[1], 'speaker') or '',
+  redis.call('HGET', KEYS[1], 'speaker_since') or '',
   redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'), people}
 """
 
@@ -390,7 +404,7 @@ class Queue:
 
     async def snapshot(self, room: str) -> RoomState:
         """Participants, queue, speaker and last event id, read in one atomic step."""
-        now, last_id, speaker, hands, people = await self._scripts["snapshot"](
+        now, last_id, speaker, since, hands, people = await self._scripts["snapshot"](
             keys=[key(room, "room"), key(room, "participants"), key(room, "hands"),
                   key(room, "events")],
             args=[key(room, "p", "")],
@@ -412,7 +426,8 @@ class Queue:
                     source=hashes.get(pid, {}).get("hand_source"),
                 )
             )
-        return RoomState(room, participants, queue, speaker or None, str(last_id), int(now))
+        return RoomState(room, participants, queue, speaker or None, str(last_id), int(now),
+                         int(since) if speaker and since else None)
 
 
 def _b(value: bool) -> str:
@@ -440,4 +455,6 @@ def _participant(room: str, pid: str, h: dict[str, str]) -> Participant:
         hold=h.get("hold") == "1",
         channels=_channels(c for c in h.get("channels", "").split(",") if c in CHANNELS),
         joined_at=int(h.get("joined_at", "0")),
+        conference_sid=h.get("conference_sid") or None,
+        topic=h.get("hand_topic") or None,
     )

@@ -125,7 +125,7 @@ local members = redis.call('SMEMBERS', KEYS[2])
 -- Dropping the PIN owner keys revokes the web PINs (pins.lookup_pin checks them).
 for _, pid in ipairs(members) do redis.call('DEL', ARGV[3] .. pid, ARGV[4] .. pid) end
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HDEL', KEYS[1], 'speaker', 'conference_sid')
+redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since', 'conference_sid')
 redis.call('HSET', KEYS[1], 'status', 'closed')
 emit(KEYS[4], ARGV[1], {type='room.closed', room=ARGV[2], participants=#members})
 return 1

@@ -395,6 +395,15 @@ class HostControls:
         return ActionResult(True, "Hand lowered.", pid)
 
     @_redis_guarded
+    async def rename(self, room: str, pid: str, name: str) -> ActionResult:
+        """Set the name the host and the queue show for ``pid`` ("" goes back to "Caller 4821")."""
+        changed = await self.queue.update(room, pid, name=name)
+        shown = (await self.queue.participant(room, pid)).display_name
+        if not changed:
+            return ActionResult(True, f"The name is already {shown}.", pid)
+        return ActionResult(True, f"Renamed to {shown}.", pid)
+
+    @_redis_guarded
     async def lower_all(self, room: str) -> ActionResult:
         n = await self.queue.lower_all(room, by="host")
         return ActionResult(True, f"{n} hand{'s' if n != 1 else ''} lowered.")

@@ -145,30 +145,25 @@ def init_phone(app: Quart) -> None:
         settings = core.settings
         if not settings.public_url:
             log.warning("HANDRAISE_PUBLIC_URL is not set: Twilio webhooks will be refused")
-        urls = twiml.PhoneUrls(settings.public_url or "http://localhost")
-        control = TwilioControl(settings)
         svc = app.extensions["handraise_phone"] = PhoneServices(
-            settings=settings, queue=core.queue, twilio=control, urls=urls,
-            host=HostControls(core.queue, control, urls),
+            settings=settings, queue=core.queue, twilio=core.twilio, urls=core.urls, host=core.host,
         )
-        if control.configured:  # without Twilio there is nobody to ask
+        if core.twilio.configured:  # without Twilio there is nobody to ask
             svc.reconciler = asyncio.create_task(
                 _reconcile_forever(svc, settings.reconcile_interval_s))
 
     @app.after_serving
     async def stop_phone() -> None:
         svc: PhoneServices | None = app.extensions.pop("handraise_phone", None)
-        if svc is not None:
-            if svc.reconciler is not None:
-                svc.reconciler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await svc.reconciler
-            await svc.twilio.close()
+        if svc is not None and svc.reconciler is not None:
+            svc.reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await svc.reconciler
 
 
 def host_controls(app: Quart) -> HostControls:
-    """The host's buttons, for the web dashboard and the JSON API."""
-    return phone(app).host
+    """The host's buttons (also ``services(app).host``)."""
+    return services(app).host
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -1,0 +1,320 @@
+"""The host's pages (the ``host`` blueprint): rooms, the live room dashboard, its actions,
+the dashboard's event stream and the hand log.
+
+Thin by design: every action is a :class:`~handraise.phone.control.HostControls` call (the
+same layer the JSON API and the keypad use) whose outcome sentence is shown in the page's
+status region; the live partials are rendered by :func:`render_dashboard` and sent over SSE
+by :mod:`.live`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..app import Services, services
+from ..errors import HandraiseError, NotFound
+from ..events import REDIS_ERRORS, is_valid_id
+from ..handlog import load_hand_log, to_csv
+from ..phone.control import ActionResult, HostControls, prompting_key
+from ..phone.streams import keypad_checks
+from ..queue import Participant, RoomState
+from ..rooms import KEYPAD_MODES, Room, close_room, create_room, get_room, list_rooms
+from .live import FragmentCache, fragment_stream
+from .security import host_required
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("host", __name__, url_prefix="/host")
+
+#: The dashboard's live partials, in page order: SSE event name = partial name.
+PARTIALS = ("speaker", "queue", "participants")
+
+SOURCE_NAMES = {"keypad": "keypad", "web": "web page", "prompt": "pre-join prompt",
+                "host": "host", "api": "API"}
+
+#: Room-wide buttons: URL segment -> what it calls.
+ROOM_ACTIONS: dict[str, Callable[[HostControls, str], Awaitable[ActionResult]]] = {
+    "call-next": lambda h, r: h.call_on(r),
+    "done": lambda h, r: h.done(r),
+    "lower-all": lambda h, r: h.lower_all(r),
+    "mute-all": lambda h, r: h.mute_all(r),
+    "end": lambda h, r: h.end_conference(r),
+}
+#: Per-participant buttons (rename takes the form's name too, below).
+PARTICIPANT_ACTIONS: dict[str, Callable[[HostControls, str, str], Awaitable[ActionResult]]] = {
+    "call-on": lambda h, r, p: h.call_on(r, p),
+    "lower": lambda h, r, p: h.lower_hand(r, p),
+    "mute": lambda h, r, p: h.mute(r, p),
+    "unmute": lambda h, r, p: h.unmute(r, p),
+    "prompt": lambda h, r, p: h.prompt(r, p),
+    "remove": lambda h, r, p: h.remove(r, p),
+}
+
+
+def _svc() -> Services:
+    return services(current_app)
+
+
+def _cache(svc: Services) -> FragmentCache:
+    cache: FragmentCache | None = current_app.extensions.get("handraise_host_fragments")
+    if cache is None:
+        cache = current_app.extensions["handraise_host_fragments"] = FragmentCache(svc.queue)
+    return cache
+
+
+def _htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+async def _room_or_404(room_id: str) -> Room:
+    try:
+        return await get_room(_svc().redis, room_id)
+    except NotFound:
+        abort(404)
+
+
+@bp.errorhandler(RedisConnectionError)
+@bp.errorhandler(RedisTimeoutError)
+@bp.errorhandler(OSError)
+async def _unavailable(_exc: BaseException | None = None) -> Response:
+    """Redis is away: a page that says so (htmx: a sentence for the status region)."""
+    log.warning("host page %s: redis unavailable: %r", request.path, _exc)
+    if _htmx():
+        return Response("The hand queue is briefly unavailable; nothing was changed. Try again in a "
+                        "moment.", status=503, headers={"Retry-After": "5"})
+    body = await render_template("host/unavailable.html")
+    return Response(body, status=503, headers={"Retry-After": "5"})
+
+
+# --- what the dashboard shows ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One participant as the roster shows them."""
+
+    p: Participant
+    where: str
+    keypad_check: str | None
+    hand_position: int | None
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    room: Room
+    state: RoomState
+    rows: list[Row]
+    names: dict[str, Participant]
+
+    @property
+    def speaker(self) -> Participant | None:
+        return self.names.get(self.state.speaker) if self.state.speaker else None
+
+
+async def load_dashboard(svc: Services, room: Room, state: RoomState) -> Dashboard:
+    """Join the snapshot with what only the host sees: prompts, keypad self-tests."""
+    redis = svc.redis
+    checks = {c.participant: c.verdict for c in await keypad_checks(redis, room.id)} \
+        if room.keypad_mode == "stream" else {}
+    prompting: list[Any] = []
+    if state.participants:
+        async with redis.pipeline(transaction=False) as pipe:
+            for p in state.participants:
+                pipe.exists(prompting_key(room.id, p.id))
+            prompting = await pipe.execute()
+    positions = {h.participant: h.position for h in state.queue}
+    rows = []
+    for p, asked in zip(state.participants, prompting, strict=True):
+        if p.hold:
+            where = "On hold"
+        elif asked:
+            where = "Answering a prompt"
+        elif p.conference_sid and p.conference_sid == room.conference_sid:
+            where = "In the conference"
+        else:
+            where = "Joining (pre-join window)"
+        rows.append(Row(p, where, checks.get(p.id), positions.get(p.id)))
+    return Dashboard(room, state, rows, {p.id: p for p in state.participants})
+
+
+async def render_partials(svc: Services, room_id: str, state: RoomState, *,
+                          csrf: bool = False) -> list[tuple[str, str]]:
+    """The live partials of one room state. Without ``csrf`` the forms rely on htmx's
+    ``hx-headers`` for the token, so one rendering serves every signed-in dashboard."""
+    room = await get_room(svc.redis, room_id)
+    view = await load_dashboard(svc, room, state)
+    extra = {} if csrf else {"csrf_token": ""}
+    return [(name, await render_template(f"partials/_{name}.html", d=view, sources=SOURCE_NAMES, **extra))
+            for name in PARTIALS]
+
+
+# --- rooms ---------------------------------------------------------------------------------
+
+
+async def _rooms_page(created: Any = None, error: str | None = None, status: int = 200) -> Response:
+    svc = _svc()
+    rooms = await list_rooms(svc.redis)
+    counts = {r.id: await svc.queue.snapshot(r.id) for r in rooms}
+    template = "partials/_rooms.html" if _htmx() and created is None and error is None \
+        else "host/rooms.html"
+    body = await render_template(template, rooms=rooms, counts=counts, created=created, error=error,
+                                 keypad_modes=KEYPAD_MODES)
+    return Response(body, status=status, headers={"Vary": "HX-Request"})
+
+
+@bp.get("")
+@host_required("page")
+async def get_rooms() -> Response:
+    """The rooms with their people and hands, and the form to create one."""
+    try:
+        return await _rooms_page()
+    except REDIS_ERRORS:
+        return await _unavailable()
+
+
+@bp.post("/rooms")
+@host_required("action")
+async def post_room() -> Response:
+    """Create a room; its codes are shown once."""
+    form = await request.form
+    try:
+        created = await create_room(_svc().redis, form.get("name", ""),
+                                    keypad_mode=form.get("keypad_mode", "stream"))
+    except HandraiseError as exc:
+        return await _rooms_page(error=exc.message, status=422)
+    except REDIS_ERRORS:
+        return await _unavailable()
+    log.info("room %s created from the dashboard", created.room.id)
+    return await _rooms_page(created=created, status=201)
+
+
+@bp.route("/rooms/<room>/close", methods=["GET", "POST"])
+@host_required("page")
+async def post_close_room(room: str) -> Any:
+    """Ask, then close the room: its codes stop working."""
+    r = await _room_or_404(room)
+    form = await request.form
+    if request.method == "GET" or form.get("confirm") != "yes":
+        return await render_template("host/confirm.html", room=r, title=f"Close {r.name}?",
+                                     what="Close room", action=url_for("host.post_close_room", room=room),
+                                     detail="Its codes stop working. Callers still on the line stay "
+                                            "connected, but the room forgets them.")
+    await close_room(_svc().redis, room, maxlen=_svc().settings.events_maxlen)
+    log.info("room %s closed from the dashboard", room)
+    return redirect(url_for("host.get_rooms"), 303)
+
+
+# --- the room dashboard --------------------------------------------------------------------
+
+
+@bp.get("/rooms/<room>")
+@host_required("page")
+async def get_dashboard(room: str) -> Response:
+    """The live dashboard; with ``HX-Request`` only its partials (the 5-second poll)."""
+    r = await _room_or_404(room)
+    svc = _svc()
+    try:
+        state = await svc.queue.snapshot(room)
+        if _htmx():
+            parts = await render_partials(svc, room, state)
+            return Response("".join(html for _, html in parts), headers={"Vary": "HX-Request"})
+        view = await load_dashboard(svc, r, state)
+    except REDIS_ERRORS:
+        return await _unavailable()
+    body = await render_template("host/room.html", d=view, sources=SOURCE_NAMES)
+    return Response(body, headers={"Vary": "HX-Request"})
+
+
+@bp.get("/rooms/<room>/events")
+@host_required("stream")
+async def get_dashboard_events(room: str) -> Any:
+    """The dashboard's partials as server-sent events (``Last-Event-ID`` resumes)."""
+    await _room_or_404(room)
+    last = request.headers.get("Last-Event-ID") or None
+    if last is not None and not is_valid_id(last):
+        last = None
+    svc = _svc()
+
+    async def render(state: RoomState) -> list[tuple[str, str]]:
+        return await render_partials(svc, room, state)
+
+    body = stream_with_context(fragment_stream)(svc.hub, _cache(svc), room, "host", render, last)
+    response = Response(body, content_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.timeout = None  # a live stream, not a slow response
+    return response
+
+
+async def _outcome(room: str, result: ActionResult) -> Any:
+    """The outcome sentence: a status fragment for htmx, else the whole dashboard again."""
+    if _htmx():
+        return await render_template("partials/_status.html", result=result)
+    r = await _room_or_404(room)
+    svc = _svc()
+    view = await load_dashboard(svc, r, await svc.queue.snapshot(room))
+    return await render_template("host/room.html", d=view, sources=SOURCE_NAMES, result=result)
+
+
+@bp.post("/rooms/<room>/<action>")
+@host_required("action")
+async def post_room_action(room: str, action: str) -> Any:
+    """Call on next, done, lower all hands, mute all, end meeting (after a confirmation)."""
+    act = ROOM_ACTIONS.get(action)
+    if act is None:
+        abort(404)
+    r = await _room_or_404(room)
+    if action == "end" and (await request.form).get("confirm") != "yes":
+        return await render_template("host/confirm.html", room=r, title="End the meeting for everyone?",
+                                     what="End meeting", action=url_for("host.post_room_action",
+                                                                        room=room, action="end"),
+                                     detail="Every caller is disconnected. The room stays open for "
+                                            "the next meeting.")
+    return await _outcome(room, await act(_svc().host, room))
+
+
+@bp.post("/rooms/<room>/participants/<pid>/<action>")
+@host_required("action")
+async def post_participant_action(room: str, pid: str, action: str) -> Any:
+    """Call on, lower hand, mute, unmute, prompt, remove or rename one participant."""
+    await _room_or_404(room)
+    host = _svc().host
+    if action == "rename":
+        result = await host.rename(room, pid, (await request.form).get("name", ""))
+    elif (act := PARTICIPANT_ACTIONS.get(action)) is not None:
+        result = await act(host, room, pid)
+    else:
+        abort(404)
+    return await _outcome(room, result)
+
+
+@bp.get("/rooms/<room>/log.csv")
+@host_required("page")
+async def get_hand_log(room: str) -> Response:
+    """Every hand of the meeting so far, as CSV."""
+    r = await _room_or_404(room)
+    try:
+        log_ = await load_hand_log(_svc().redis, room)
+    except REDIS_ERRORS:
+        return await _unavailable()
+    filename = f"hands-{r.id}.csv"
+    return Response(to_csv(log_), content_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-Handraise-Log-Complete": "yes" if log_.complete else "no",
+    })
