@@ -7,7 +7,7 @@
   var offset = 0; // server clock minus this browser's clock, from the latest fragment
 
   function syncClock(root) {
-    var el = root && root.querySelector ? (root.matches && root.matches("[data-server-now]") ? root : root.querySelector("[data-server-now]")) : null;
+    var el = root && root.querySelector ? root.querySelector("[data-server-now]") : null;
     if (el) offset = Number(el.getAttribute("data-server-now")) - Date.now();
   }
 
@@ -51,7 +51,7 @@
   }
 
   function onQueue() {
-    var q = document.getElementById("queue");
+    var q = document.querySelector("#queue [data-hands]");
     if (!q) return;
     var n = Number(q.getAttribute("data-hands") || 0);
     var base = document.body.getAttribute("data-title") || document.title;

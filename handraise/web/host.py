@@ -145,11 +145,11 @@ async def load_dashboard(svc: Services, room: Room, state: RoomState) -> Dashboa
         if p.hold:
             where = "On hold"
         elif asked:
-            where = "Answering a prompt"
+            where = "At a host prompt"
         elif p.conference_sid and p.conference_sid == room.conference_sid:
-            where = "In the conference"
+            where = "In the call"
         else:
-            where = "Joining (pre-join window)"
+            where = "Joining (pre-join)"
         rows.append(Row(p, where, checks.get(p.id), positions.get(p.id)))
     return Dashboard(room, state, rows, {p.id: p for p in state.participants})
 
@@ -227,18 +227,18 @@ async def post_close_room(room: str) -> Any:
 @bp.get("/rooms/<room>")
 @host_required("page")
 async def get_dashboard(room: str) -> Response:
-    """The live dashboard; with ``HX-Request`` only its partials (the 5-second poll)."""
+    """The live dashboard; with ``HX-Request`` only its live sections (the 5-second poll)."""
     r = await _room_or_404(room)
     svc = _svc()
     try:
         state = await svc.queue.snapshot(room)
-        if _htmx():
-            parts = await render_partials(svc, room, state)
-            return Response("".join(html for _, html in parts), headers={"Vary": "HX-Request"})
         view = await load_dashboard(svc, r, state)
     except REDIS_ERRORS:
         return await _unavailable()
-    body = await render_template("host/room.html", d=view, sources=SOURCE_NAMES)
+    if _htmx():
+        body = await render_template("partials/_live.html", d=view, sources=SOURCE_NAMES, csrf_token="")
+    else:
+        body = await render_template("host/room.html", d=view, sources=SOURCE_NAMES)
     return Response(body, headers={"Vary": "HX-Request"})
 
 

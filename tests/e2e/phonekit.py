@@ -23,6 +23,7 @@ from handraise.store import Redis, client_from_url, spawn_redis_server, wait_unt
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "e2eToken0123456789abcdef01234567"
+HOST_PASSWORD = "e2e host password"
 
 
 @dataclass
@@ -105,7 +106,8 @@ async def phone_stack(redis_url: str, *, reconcile_interval_s: float = 20.0,
     redis = client_from_url(redis_url)
     settings = Settings(public_url=public, twilio_account_sid=ACCOUNT_SID,
                         twilio_auth_token=AUTH_TOKEN, twilio_api_url=f"http://127.0.0.1:{sim_port}",
-                        reconcile_interval_s=reconcile_interval_s)
+                        reconcile_interval_s=reconcile_interval_s, host_password=HOST_PASSWORD,
+                        secret_key="e2e-secret-key-0123456789abcdef")
     app = create_app(settings, redis=redis)
     options: dict[str, Any] = {"media_time_scale": 0.0, "wait_time_scale": 0.05, "seed": 11,
                                "background": "silence"}
