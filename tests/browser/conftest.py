@@ -39,7 +39,8 @@ async def browser() -> AsyncIterator[Browser]:
     if async_playwright is None:
         pytest.skip("playwright is not installed (pip install -e '.[test]')")
     if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; ./dev setup does it as root)")
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; "
+                    "./dev setup does it as root)")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

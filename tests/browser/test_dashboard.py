@@ -12,6 +12,7 @@ from handraise.rooms import create_room
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning")]
 
+OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 LIVE = 5000  # ms: how long a live update may take to show, at most (it takes far less)
 
 
@@ -34,7 +35,7 @@ async def test_hands_from_the_keypad_and_the_prejoin_window_appear_live_in_order
         created = await create_room(stack.redis, "Standup")
         room = created.room
         await stack.join(created.host_code, "+15550100000", host=True)
-        a_sid, a_pid = await stack.join(room.access_code, "+15550104821")
+        a_sid, _a_pid = await stack.join(room.access_code, "+15550104821")
         w = await open_signed_in(browser, stack.served.base_url, f"/host/rooms/{room.id}")
         page = w.page
         await expect(row(page, "Caller 4821")).to_have_count(1)
@@ -45,7 +46,7 @@ async def test_hands_from_the_keypad_and_the_prejoin_window_appear_live_in_order
         stack.sim.press(a_sid, "*1")
         await expect(hands(page)).to_have_count(1, timeout=LIVE)
         # Another caller raises in the pre-join window.
-        b_sid, b_pid = await stack.reach_prejoin(room, "+15550107777")
+        b_sid, _b_pid = await stack.reach_prejoin(room, "+15550107777")
         stack.sim.press(b_sid, "*1")
         await expect(hands(page)).to_have_count(2, timeout=LIVE)
         await expect(hands(page).nth(0)).to_contain_text("Caller 4821")
@@ -93,8 +94,8 @@ async def test_mute_prompt_remove_and_end_meeting_act_on_the_calls(
         created = await create_room(stack.redis, "Controls", end_on_host_exit=False)
         room = created.room
         host_sid, _ = await stack.join(created.host_code, "+15550100000", host=True)
-        a_sid, a_pid = await stack.join(room.access_code, "+15550104821")
-        b_sid, b_pid = await stack.join(room.access_code, "+15550107777")
+        a_sid, _a_pid = await stack.join(room.access_code, "+15550104821")
+        b_sid, _b_pid = await stack.join(room.access_code, "+15550107777")
         w = await open_signed_in(browser, stack.served.base_url, f"/host/rooms/{room.id}")
         page = w.page
         dialogs = accept_dialogs(page)
@@ -266,10 +267,10 @@ async def test_layout_fits_a_phone_and_a_laptop(redis_server: str, browser: Brow
         ARTIFACTS.mkdir(exist_ok=True)
         label = "phone-360x740" if viewport is PHONE else "laptop-1280x800"
         await page.screenshot(path=str(ARTIFACTS / f"dashboard-{label}.png"), full_page=True)
-        overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = await page.evaluate(OVERFLOW)
         assert overflow <= 0, f"horizontal scroll of {overflow}px at {viewport}"
         await page.goto("/host")
         await page.screenshot(path=str(ARTIFACTS / f"rooms-{label}.png"), full_page=True)
-        overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = await page.evaluate(OVERFLOW)
         assert overflow <= 0
         assert not w.problems, w.problems

@@ -216,11 +216,11 @@ async def test_the_event_stream_sends_partials_on_change_and_resumes_without_res
             events = sse_events(response)
             pending = asyncio.ensure_future(anext(events))
             await queue.lower_hand(room.id, pid, by="keypad")
-            event_id, name, data = await asyncio.wait_for(pending, 10)
+            event_id, name, _ = await asyncio.wait_for(pending, 10)
             assert event_id != last_id and name == "speaker"
         # Reconnecting from an older id gets the current state at once.
         async with client.stream("GET", url, headers={"Last-Event-ID": last_id}) as response:
-            _, name, data = await asyncio.wait_for(anext(sse_events(response)), 10)
+            _, name, _data = await asyncio.wait_for(anext(sse_events(response)), 10)
             assert name == "speaker"
 
 
