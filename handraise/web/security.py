@@ -152,7 +152,9 @@ def host_required(kind: GuardKind) -> Callable[[Callable[P, Awaitable[T]]], Call
         @functools.wraps(view)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
             if not await current_user.is_authenticated:
-                if kind == "page" and request.method in SAFE_METHODS:
+                # htmx swaps what it gets: a poll must not paste the sign-in page into a list.
+                wants_page = request.headers.get("HX-Request") != "true"
+                if kind == "page" and request.method in SAFE_METHODS and wants_page:
                     return redirect(url_for("auth.get_login", next=request.full_path.rstrip("?")))
                 return Response("Sign in first: your host session is missing or has ended.\n",
                                 status=401, content_type="text/plain; charset=utf-8")

@@ -56,6 +56,13 @@ async def test_without_a_session_pages_redirect_to_sign_in_and_actions_and_strea
                 assert response.status_code == 401, path
 
 
+async def test_an_htmx_poll_without_a_session_gets_401_not_the_sign_in_page(redis: Redis) -> None:
+    app = create_app(settings(), redis=redis)
+    async with app.test_app():
+        response = await app.test_client().get("/host/rooms/r1", headers={"HX-Request": "true"})
+        assert response.status_code == 401
+
+
 async def test_sign_in_returns_to_the_page_asked_for_and_never_to_another_site(redis: Redis) -> None:
     app = create_app(settings(), redis=redis)
     async with app.test_app():
