@@ -1,7 +1,8 @@
 """``handraise demo``: the whole product on one machine, no Twilio account.
 
 Starts the app (with the embedded Redis), the Twilio emulator pointed at the app's voice
-URL, and a fresh demo room; then, while it runs, prints what happens in the room.
+URL, and a fresh demo room; mounts the demo-only Phones page (:mod:`.phones`) on the app;
+then, while it runs, prints what happens in the room.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ import signal
 import socket
 from dataclasses import replace
 
-from .app import create_app, services
-from .config import Settings
-from .errors import HandraiseError
-from .events import Event
-from .rooms import close_room, create_room, list_rooms
-from .sim import ServedApp, SimConfig, Simulator
+from quart import Quart
+
+from ..app import create_app, services
+from ..config import Settings
+from ..errors import HandraiseError
+from ..events import Event
+from ..rooms import CreatedRoom, close_room, create_room, list_rooms
+from ..sim import ServedApp, SimConfig, Simulator
+from .phones import mount_phones, set_phones_room
+
+__all__ = ["DEMO_ROOM", "act_out", "banner", "describe", "mount_phones", "port_is_free", "run_demo",
+           "set_phones_room"]
 
 DEMO_ROOM = "Demo room"
 
@@ -39,6 +46,7 @@ async def act_out(sim: Simulator, host_code: str, access_code: str) -> None:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Nothing listens on ``host:port`` yet."""
     with socket.socket() as s:
         try:
             s.bind((host, port))
@@ -47,7 +55,42 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def banner(app: Quart, created: CreatedRoom, *, public_url: str, sim_url: str,
+           password: str | None) -> str:
+    """What the demo prints once it runs: where to sign in, with what, and the room's codes."""
+    urls = app.url_map.bind(public_url.split("://", 1)[-1])
+    room = created.room
+
+    def at(endpoint: str, **values: str) -> str:
+        return public_url + urls.build(endpoint, values)
+
+    return f"""
+handraise demo is running (Ctrl-C stops it).
+
+  ==> Open these in your browser (sign in, then open the Phones page in a second tab):
+      Sign in:    {at("auth.get_login")}
+      Password:   {password}
+      Dashboard:  {at("host.get_dashboard", room=room.id)}   (the room's live hand queue)
+      Phones:     {at("phones.get_phones")}   (virtual phones: dial in, press *1)
+
+  room:  {room.name} ({room.id})
+    participant access code: {room.access_code}
+    host code:               {created.host_code}
+  app health: {at("get_healthz")}
+  Twilio emulator: {sim_url}   (control API under /sim, events at /sim/events/stream)
+
+A simulated host and caller dial in now; the caller presses *1 and the hand shows below
+and on the dashboard. On the Phones page, dial in as another caller, press *1, then call
+on them from the dashboard and read "You are live" in their transcript. From a shell:
+  curl -s -X POST {sim_url}/sim/calls -d from=+15550100001      # -> {{"sid": "CA..."}}
+  curl -s -X POST {sim_url}/sim/calls/CA.../digits -d digits={room.access_code}
+  curl -s -X POST {sim_url}/sim/calls/CA.../digits -d 'digits=*1'
+  handraise rooms show {room.id}                                    # the hand queue
+"""
+
+
 async def run_demo(settings: Settings, *, host: str, port: int, callers: bool = True) -> None:
+    """Run the demo until Ctrl-C: app, emulator, the demo room, the opening scene, the log."""
     if not port_is_free(host, port):
         raise HandraiseError(f"Port {port} on {host} is in use; pick another with --port.")
     account_sid = "AC" + secrets.token_hex(16)
@@ -68,6 +111,7 @@ async def run_demo(settings: Settings, *, host: str, port: int, callers: bool = 
         host_password=settings.host_password or "handraise-demo",
     )
     app = create_app(settings)
+    mount_phones(app, sim)  # the demo's alone: `handraise serve` never has this page
     served = ServedApp(app, host=host, port=port, health_path="/healthz")
     try:
         await served.start()
@@ -79,23 +123,9 @@ async def run_demo(settings: Settings, *, host: str, port: int, callers: bool = 
         # (/voice/stream); the emulator puts keypad tones in it.
         created = await create_room(svc.redis, DEMO_ROOM, keypad_mode="stream")
         room = created.room
-        print(f"""
-handraise demo is running (Ctrl-C stops it).
-
-  app:            {public_url}   (health: {public_url}/healthz)
-  host password:  {settings.host_password}
-  Twilio emulator: {sim.base_url}   (control API under /sim, events at /sim/events/stream)
-  room:           {room.name} ({room.id})
-    participant access code: {room.access_code}
-    host code:               {created.host_code}
-
-A simulated host and caller dial in now; the caller presses *1 and the hand shows below.
-Call in yourself as another simulated phone, type the access code, press *1:
-  curl -s -X POST {sim.base_url}/sim/calls -d from=+15550100001      # -> {{"sid": "CA..."}}
-  curl -s -X POST {sim.base_url}/sim/calls/CA.../digits -d digits={room.access_code}
-  curl -s -X POST {sim.base_url}/sim/calls/CA.../digits -d 'digits=*1'
-  handraise rooms show {room.id}                                    # the hand queue
-""", flush=True)
+        set_phones_room(app, room, created.host_code)
+        print(banner(app, created, public_url=public_url, sim_url=sim.base_url,
+                     password=settings.host_password), flush=True)
         async with svc.hub.subscribe(room.id) as events:
             scene = asyncio.create_task(act_out(sim, created.host_code, room.access_code)) \
                 if callers else None
