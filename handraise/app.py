@@ -77,7 +77,7 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         queue = Queue(client, maxlen=settings.events_maxlen)
         twilio = TwilioControl(settings)
         stack.push_async_callback(twilio.close)
-        urls = PhoneUrls(settings.public_url or "http://localhost")
+        urls = PhoneUrls(settings.public_url or "http://localhost", companion_url=settings.companion_url)
         app.extensions["handraise"] = Services(
             settings=settings, redis=client, queue=queue, hub=hub, twilio=twilio, urls=urls,
             host=HostControls(queue, twilio, urls),

@@ -42,6 +42,8 @@ class Settings:
     log_level: str = "INFO"
     #: How often (seconds) rooms with callers outside the conference are checked with Twilio.
     reconcile_interval_s: float = 20.0
+    #: The companion page's address as callers hear it; default: the public URL + /join.
+    companion_url: str | None = None
 
     @classmethod
     def from_env(
@@ -116,6 +118,9 @@ class Settings:
             raise ConfigError(
                 f"HANDRAISE_LOG_LEVEL is {log_level!r}: it should hold {_WHAT['HANDRAISE_LOG_LEVEL']}."
             )
+        companion_url = get("HANDRAISE_COMPANION_URL")
+        if companion_url is not None:
+            companion_url = _check_http_url("HANDRAISE_COMPANION_URL", companion_url)
         interval_raw = get("HANDRAISE_RECONCILE_INTERVAL")
         reconcile_interval_s = 20.0
         if interval_raw is not None:
@@ -140,6 +145,7 @@ class Settings:
             events_maxlen=events_maxlen,
             log_level=log_level,
             reconcile_interval_s=reconcile_interval_s,
+            companion_url=companion_url,
         )
 
 
@@ -169,6 +175,8 @@ _WHAT = {
     "unless you point it at the emulator",
     "HANDRAISE_EVENTS_MAXLEN": "a whole number of at least 100, how many events each room keeps",
     "HANDRAISE_LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
+    "HANDRAISE_COMPANION_URL": "the address callers are told for the companion page, such as "
+    "https://hr.example.org/join (a shorter one of your own that leads there)",
     "HANDRAISE_RECONCILE_INTERVAL": "a number of seconds from 1 to 3600, how often rooms with "
     "callers outside the conference are checked with Twilio (default 20)",
 }

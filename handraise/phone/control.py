@@ -345,6 +345,19 @@ class HostControls:
         return ActionResult(outcome.ok, outcome.message or "Announced.", pid)
 
     @_redis_guarded
+    async def remind_pin(self, room: str, pid: str) -> ActionResult:
+        """Tell ``pid`` privately where the companion page is and their PIN (star 0)."""
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if not r.conference_sid:
+            return ActionResult(False, "The conference has not started yet.", pid)
+        outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
+                                                self.urls.announce_pin(room, pid))
+        return ActionResult(outcome.ok, outcome.message or "Told them their PIN.", pid)
+
+    @_redis_guarded
     async def mute(self, room: str, pid: str) -> ActionResult:
         return await self._set_muted(room, pid, True)
 

@@ -42,6 +42,9 @@ from .streams import KeypadCheck, forget_gather, last_gather, record_check
 if TYPE_CHECKING:
     from .webhooks import PhoneServices
 
+#: Star 0 in the conference: hear the companion page's address and the web PIN again.
+PIN_KEYS = "*0"
+
 log = logging.getLogger(__name__)
 
 bp = Blueprint("voice_media", __name__, url_prefix="/voice")
@@ -193,7 +196,7 @@ class _Stream:
                 log.warning("media stream (%s): call %s is not this participant's; refused",
                             self.label, start.call_sid[-6:])
                 return False
-            commands = {room.raise_keys: "raise", room.lower_keys: "lower"}
+            commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower"}
         self.listener = KeypadListener(commands, label=self.label)
         self.worker = asyncio.create_task(self._work())
         self._submit(self._record)
@@ -292,6 +295,9 @@ class _Stream:
             log.info("room %s: %s pressed %s in the conference (%s)", room, pid, command.keys,
                      "hand lowered" if lowered else "no hand was raised")
             result = await svc.host.announce(room, pid, "lowered" if lowered else "not_raised")
+        elif command.name == "pin":
+            log.info("room %s: %s asked for their web PIN again (%s)", room, pid, command.keys)
+            result = await svc.host.remind_pin(room, pid)
         else:
             log.debug("media stream (%s): no action for %r", self.label, command.name)
             return

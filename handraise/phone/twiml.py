@@ -164,13 +164,25 @@ def participant_join(
     if hand_line:
         lines.append(hand_line)
     if pin:
-        where = f" at {spoken_url(companion_url)}" if companion_url else ""
-        lines.append(
-            f"To raise your hand from the web{where}, your PIN is {spoken_digits(pin)}. "
-            f"Again, {spoken_digits(pin)}."
-        )
+        lines.append(pin_line(pin, companion_url))
+        lines.append("To hear it again in the meeting, press star 0.")
     lines.append("Joining the meeting now.")
     return join_conference(join, before=tuple(lines))
+
+
+def pin_line(pin: str, companion_url: str | None) -> str:
+    """Where the companion page is and the caller's PIN, digit by digit, twice."""
+    where = f" at {spoken_url(companion_url)}" if companion_url else ""
+    return (f"To raise your hand from the web{where}, your PIN is {spoken_digits(pin)}. "
+            f"Again, {spoken_digits(pin)}.")
+
+
+def pin_reminder(pin: str | None, companion_url: str | None) -> str:
+    """The private answer to star 0: the page address and the PIN again."""
+    r = VoiceResponse()
+    r.say(pin_line(pin, companion_url) if pin else
+          "Your web PIN is not available right now. Please try again in a moment.")
+    return _xml(r)
 
 
 def host_prompt(action_url: str, rejoin_url: str, *, raise_keys: str, lower_keys: str) -> str:
@@ -197,7 +209,7 @@ def star_menu(action_url: str, rejoin_url: str) -> str:
     r = VoiceResponse()
     g = r.gather(input="dtmf", num_digits=1, finish_on_key="", timeout=4, action=action_url,
                  method="POST")
-    g.say("Press 1 to raise your hand, 2 to lower it.")
+    g.say("Press 1 to raise your hand, 2 to lower it, 0 to hear your web PIN.")
     r.redirect(rejoin_url, method="POST")
     return _xml(r)
 
@@ -255,6 +267,8 @@ class PhoneUrls:
     """Every URL the app writes into TwiML or REST calls, from the public base URL."""
 
     public_url: str
+    #: Where callers are told to open the companion page (HANDRAISE_COMPANION_URL), if shorter.
+    companion_url: str | None = None
 
     def _u(self, path: str, **query: str | int | None) -> str:
         from urllib.parse import urlencode
@@ -300,4 +314,9 @@ class PhoneUrls:
         return "ws://" + url[len("http://"):] if url.startswith("http://") else url
 
     def companion(self) -> str:
-        return self._u("/p")
+        """The companion page's address as callers hear it."""
+        return self.companion_url or self._u("/join")
+
+    def announce_pin(self, room: str, pid: str) -> str:
+        """The private PIN reminder: the announce handler looks the PIN up (never in a URL)."""
+        return self._u("/voice/announce", msg="pin", room=room, pid=pid)

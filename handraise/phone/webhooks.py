@@ -429,8 +429,12 @@ async def _hand_keys(svc: PhoneServices, form: dict[str, str], *, raise_digits: 
 
 
 async def _star_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
-    """Star mode: the key read after * (1 raise, 2 lower), then back in."""
+    """Star mode: the key read after * (1 raise, 2 lower, 0 the web PIN), then back in."""
     room = await get_room(svc.redis, _arg("room"))
+    if form.get("Digits") == "0":
+        pin = await pin_of(svc.redis, room.id, _arg("pid"))
+        line = twiml.pin_line(pin, svc.urls.companion()) if pin else "Your web PIN is not available."
+        return _xml(twiml.say_then_redirect(line, svc.urls.rejoin(room.id, _arg("pid"))))
     return await _hand_keys(svc, form, raise_digits={"1", room.raise_keys},
                             lower_digits={"2", room.lower_keys}, source="keypad")
 
@@ -476,6 +480,12 @@ async def post_wait() -> Response:
 @twilio_signed
 async def post_announce() -> Response:
     """A private announcement (participant AnnounceUrl), Say only."""
+    if _arg("msg") == "pin":
+        svc = _svc()
+        pin = None
+        with contextlib.suppress(*REDIS_ERRORS):
+            pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
+        return _xml(twiml.pin_reminder(pin, svc.urls.companion()))
     n_raw = _arg("n")
     return _xml(twiml.announcement(_arg("msg"), int(n_raw) if n_raw.isdigit() else None))
 

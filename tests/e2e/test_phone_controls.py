@@ -6,7 +6,7 @@ import pytest
 from phonekit import Stack, phone_stack, until
 from quart import Response, request
 
-from handraise.pins import lookup_pin
+from handraise.pins import lookup_pin, pin_of
 from handraise.rooms import create_room, get_room
 
 # Each takes well under 3 s here, so none is marked slow.
@@ -224,3 +224,23 @@ async def test_the_host_ending_the_conference_keeps_a_caller_in_the_pre_join_win
         state = await stack.queue.snapshot(room.id)
         assert [p.id for p in state.participants] == [p2_pid]
         await _raise_in_prejoin_and_join(stack, room.id, p2, p2_pid)
+
+
+async def test_star_mode_star_then_0_repeats_the_pin_and_puts_the_caller_back(redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Star PIN", keypad_mode="star")
+        room = created.room
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
+        pin = await pin_of(stack.redis, room.id, pid)
+        assert pin is not None
+        mark = stack.sim.events[-1].seq
+        stack.sim.press(sid, "*")
+        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=1, after=mark)
+        assert "0 to hear your web PIN" in stack.said(sid)
+        stack.sim.press(sid, "0")
+        await stack.sim.wait_event("conference", call_sid=sid, event="participant-join", after=mark)
+        assert stack.said(sid).count(", ".join(pin)) == 4
+        assert await stack.queue.queue(room.id) == []
+

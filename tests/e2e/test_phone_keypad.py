@@ -17,6 +17,8 @@ from handraise.cli import _rooms_show
 from handraise.config import Settings
 from handraise.dsp import synth
 from handraise.phone.streams import KeypadCheck, keypad_checks, last_gather
+from handraise.phone.twiml import spoken_digits
+from handraise.pins import pin_of
 from handraise.rooms import create_room
 
 # Each takes about a second here, so none is marked slow.
@@ -200,3 +202,23 @@ async def test_star_1_in_the_pre_join_window_counts_once(redis_server: str) -> N
 async def _gather_spent(stack: Stack, room: str, pid: str) -> bool:
     mark = await last_gather(stack.redis, room, pid)
     return mark is not None and mark[1] == ""
+
+
+async def test_star_0_in_the_conference_repeats_the_page_address_and_pin_privately(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Forgetful")
+        room = created.room
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
+        pin = await pin_of(stack.redis, room.id, pid)
+        assert pin is not None
+        assert stack.said(sid).count(spoken_digits(pin)) == 2  # heard twice before joining
+        stack.sim.press(sid, "*0")
+        await until(lambda: stack.said(sid).count(spoken_digits(pin)) == 4)
+        assert "slash join" in stack.said(sid)
+        assert stack.sim.state(sid)["conference"]["label"] == pid  # never left the conference
+        assert await stack.queue.queue(room.id) == []
+        rest = [e for e in stack.sim.events if e.kind == "rest"]
+        assert not any(pin in str(e.data) for e in rest)  # the PIN is in no URL Twilio fetches

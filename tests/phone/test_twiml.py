@@ -108,7 +108,7 @@ def test_participant_joins_muted_without_starting_and_with_our_wait_url() -> Non
                                                                    "end"}
     says = " ".join(s.text or "" for s in root.iter("Say"))
     assert "4, 1, 8, 5, 2, 9" in says  # the PIN digit by digit
-    assert "hr dot example dot org slash p" in says
+    assert "hr dot example dot org slash join" in says and "press star 0" in says
 
 
 def test_host_joins_unmuted_starts_and_ends_the_conference() -> None:
