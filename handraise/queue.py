@@ -25,6 +25,10 @@ from .store import Redis, key
 Source = Literal["keypad", "web", "prompt", "host"]
 SOURCES: tuple[Source, ...] = ("keypad", "web", "prompt", "host")
 Channel = Literal["phone", "web"]
+#: Longest name a host may give; a caller naming themselves gets fewer (web/participant.py).
+NAME_MAX = 60
+#: Longest topic note a caller may leave with their hand.
+TOPIC_MAX = 140
 CHANNELS: tuple[Channel, ...] = ("phone", "web")
 
 
@@ -196,21 +200,23 @@ return {position, 1}
 _LOWER = _HEAD + """
 -- ARGV 4: who lowered it (source)
 if redis.call('ZREM', KEYS[3], ARGV[3]) == 0 then return 0 end
+redis.call('HDEL', KEYS[5], 'hand_topic')
 emit(KEYS[4], ARGV[1], {type='hand.lowered', room=ARGV[2], participant=ARGV[3], by=ARGV[4]})
 return 1
 """
 
 _LOWER_ALL = _HEAD + """
--- ARGV 3: unused, 4: by
+-- ARGV 3: unused, 4: by, 5: participant key prefix
 local hands = redis.call('ZRANGE', KEYS[3], 0, -1)
 if #hands == 0 then return 0 end
 redis.call('DEL', KEYS[3])
+for _, pid in ipairs(hands) do redis.call('HDEL', ARGV[5] .. pid, 'hand_topic') end
 emit(KEYS[4], ARGV[1], {type='hands.cleared', room=ARGV[2], participants=hands, by=ARGV[4]})
 return #hands
 """
 
 _CALL_ON = _HEAD + """
--- ARGV 3: participant id or '' for the next hand; 4: by.
+-- ARGV 3: participant id or '' for the next hand; 4: by; 5: participant key prefix.
 -- Returns {speaker, previous speaker or ''}, or false when no hand is up.
 local pid = ARGV[3]
 if pid == '' then
@@ -223,6 +229,7 @@ end
 local previous = redis.call('HGET', KEYS[1], 'speaker')
 if previous == pid then return {pid, ''} end
 local had_hand = redis.call('ZREM', KEYS[3], pid) == 1
+if had_hand then redis.call('HDEL', ARGV[5] .. pid, 'hand_topic') end
 redis.call('HSET', KEYS[1], 'speaker', pid, 'speaker_since', math.floor(now_us() / 1000))
 local ev = {type='speaker.called', room=ARGV[2], participant=pid, by=ARGV[4], from_queue=had_hand}
 if previous then ev.previous = previous end
@@ -331,6 +338,7 @@ class Queue:
         muted: bool | None = None,
         hold: bool | None = None,
         name: str | None = None,
+        name_max: int = NAME_MAX,
         label: str | None = None,
         channels: Iterable[Channel] | None = None,
         call_sid: str | None = None,
@@ -342,8 +350,8 @@ class Queue:
         }
         if name is not None:
             name = name.strip()
-            if len(name) > 60 or any(ord(c) < 32 for c in name):
-                raise Invalid("A name can be at most 60 printable characters.")
+            if len(name) > name_max or any(ord(c) < 32 for c in name):
+                raise Invalid(f"A name can be at most {name_max} printable characters.")
             typed["name"] = name
         if channels is not None:
             typed["channels"] = _channels(channels)
@@ -372,7 +380,14 @@ class Queue:
 
     async def lower_all(self, room: str, *, by: Source = "host") -> int:
         """Lower every hand in one event; returns how many were up."""
-        return int(await self._run("lower_all", room, "", by))
+        return int(await self._run("lower_all", room, "", by, key(room, "p", "")))
+
+    async def set_topic(self, room: str, pid: str, topic: str) -> int:
+        """The note shown with ``pid``'s hand ("" clears it); it goes when the hand goes down."""
+        topic = " ".join(topic.split())
+        if len(topic) > TOPIC_MAX or any(ord(c) < 32 for c in topic):
+            raise Invalid(f"A topic can be at most {TOPIC_MAX} characters.")
+        return int(await self._run("update", room, pid, *encode_changes({"hand_topic": topic})))
 
     async def position(self, room: str, pid: str) -> int | None:
         rank = await self.redis.zrank(key(room, "hands"), pid)
@@ -389,7 +404,7 @@ class Queue:
         so of two racing calls exactly one sees the other as previous); None if ``pid`` is
         None and no hand is up.
         """
-        result = await self._run("call_on", room, pid or "", by)
+        result = await self._run("call_on", room, pid or "", by, key(room, "p", ""))
         if not result:
             return None
         speaker, previous = result

@@ -75,6 +75,8 @@ class Room:
     lower_keys: str
     created_at: int
     conference_sid: str | None = None
+    #: Whether a hand raised from the companion page is confirmed on the phone too.
+    announce_web: bool = False
 
     @property
     def conference_name(self) -> str:
@@ -91,6 +93,7 @@ class Room:
             "end_on_host_exit": self.end_on_host_exit,
             "raise_keys": self.raise_keys,
             "lower_keys": self.lower_keys,
+            "announce_web": self.announce_web,
             "created_at": self.created_at,
             "conference_name": self.conference_name,
             "conference_sid": self.conference_sid,
@@ -107,12 +110,12 @@ class CreatedRoom:
 
 _CREATE = LUA_EMIT + """
 -- KEYS: room, events ; ARGV: maxlen, room_id, name, access_code, host_code_hash,
---       keypad_mode, end_on_host_exit, raise_keys, lower_keys
+--       keypad_mode, end_on_host_exit, raise_keys, lower_keys, announce_web
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('room exists') end
 local at = math.floor(now_us() / 1000)
 redis.call('HSET', KEYS[1], 'name', ARGV[3], 'access_code', ARGV[4], 'host_code_hash', ARGV[5],
   'keypad_mode', ARGV[6], 'end_on_host_exit', ARGV[7], 'raise_keys', ARGV[8],
-  'lower_keys', ARGV[9], 'status', 'open', 'created_at', at)
+  'lower_keys', ARGV[9], 'announce_web', ARGV[10], 'status', 'open', 'created_at', at)
 emit(KEYS[2], ARGV[1], {type='room.created', room=ARGV[2], at=at, name=ARGV[3]})
 return at
 """
@@ -153,6 +156,7 @@ def _room_from_hash(room_id: str, h: dict[str, str]) -> Room:
         lower_keys=h.get("lower_keys", "*2"),
         created_at=int(h.get("created_at", "0")),
         conference_sid=h.get("conference_sid") or None,
+        announce_web=h.get("announce_web") == "1",
     )
 
 
@@ -170,6 +174,7 @@ async def create_room(
     end_on_host_exit: bool = True,
     raise_keys: str = "*1",
     lower_keys: str = "*2",
+    announce_web: bool = False,
     maxlen: int = DEFAULT_MAXLEN,
 ) -> CreatedRoom:
     """Create a room with fresh codes, unique across live rooms."""
@@ -195,6 +200,7 @@ async def create_room(
         "1" if end_on_host_exit else "0",
         raise_keys,
         lower_keys,
+        "1" if announce_web else "0",
     )
     await redis.zadd(global_key("rooms"), {room_id: 0})
     return CreatedRoom(room=await get_room(redis, room_id), host_code=host_code)
@@ -263,6 +269,7 @@ async def update_room(
     keypad_mode: KeypadMode | None = None,
     end_on_host_exit: bool | None = None,
     conference_sid: str | None = None,
+    announce_web: bool | None = None,
     maxlen: int = DEFAULT_MAXLEN,
 ) -> bool:
     """Change room settings; one ``room.updated`` event lists what changed. True if any did."""
@@ -277,6 +284,8 @@ async def update_room(
         typed["end_on_host_exit"] = end_on_host_exit
     if conference_sid is not None:
         typed["conference_sid"] = conference_sid
+    if announce_web is not None:
+        typed["announce_web"] = announce_web
     if not typed:
         return False
     try:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from quart import Blueprint, Quart, Response, abort, current_app, redirect, render_template, request, url_for
 
+from ..app import services
+from ..pins import pin_of
 from ..rooms import Room
 from ..sim import Simulator
+from ..store import key
 from ..web.security import host_required
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,8 @@ class Phone:
     muted: bool
     hold: bool
     heard: list[Heard]
+    #: The web PIN the caller was told (so a newcomer can link the companion page to it).
+    pin: str | None = None
 
 
 def mount_phones(app: Quart, sim: Simulator) -> None:
@@ -164,9 +169,23 @@ def _taken(sim: Simulator) -> set[str]:
     return {call.from_ for call in sim.engine.calls.values()}
 
 
+async def _with_pins(phones: list[Phone]) -> list[Phone]:
+    """Each live call's web PIN, as the app issued it (read from Redis like the app does)."""
+    room = _room()
+    if room is None:
+        return phones
+    redis = services(current_app).redis
+    out = []
+    for ph in phones:
+        pid = await redis.get(key(room.id, "call", ph.sid)) if ph.live else None
+        out.append(replace(ph, pin=await pin_of(redis, room.id, pid)) if pid else ph)
+    return out
+
+
 async def _calls_partial(*, status: str | None = None, next_number: str | None = None) -> str:
     sim = _sim()
-    return await render_template("demo/_calls.html", phones=_phones(sim), version=_version(sim),
+    return await render_template("demo/_calls.html", phones=await _with_pins(_phones(sim)),
+                                 version=_version(sim),
                                  keypad=KEYPAD, key_names=KEY_NAMES, status=status,
                                  next_number=next_number)
 
@@ -174,7 +193,7 @@ async def _calls_partial(*, status: str | None = None, next_number: str | None =
 async def _page(*, error: str | None = None, number: str | None = None, status: int = 200) -> Response:
     sim = _sim()
     body = await render_template("demo/phones.html", room=_room(), number=number or fresh_number(_taken(sim)),
-                                 phones=_phones(sim), version=_version(sim), keypad=KEYPAD,
+                                 phones=await _with_pins(_phones(sim)), version=_version(sim), keypad=KEYPAD,
                                  key_names=KEY_NAMES, error=error)
     return Response(body, status=status, headers=VARY)
 

@@ -22,8 +22,10 @@ def clock(ms: int | float) -> str:
 def init_web(app: Quart) -> None:
     from .auth import bp as auth_bp
     from .host import bp as host_bp
+    from .participant import bp as participant_bp
 
     init_security(app)
     app.add_template_filter(clock)
     app.register_blueprint(auth_bp)
     app.register_blueprint(host_bp)
+    app.register_blueprint(participant_bp)

@@ -36,7 +36,7 @@ from ..phone.control import ActionResult, HostControls, prompting_key
 from ..phone.streams import keypad_checks
 from ..queue import Participant, RoomState
 from ..rooms import KEYPAD_MODES, Room, close_room, create_room, get_room, list_rooms
-from .live import FragmentCache, fragment_stream
+from .live import FragmentCache, Fragments, Live, fragment_stream
 from .security import host_required
 
 log = logging.getLogger(__name__)
@@ -154,14 +154,12 @@ async def load_dashboard(svc: Services, room: Room, state: RoomState) -> Dashboa
     return Dashboard(room, state, rows, {p.id: p for p in state.participants})
 
 
-async def render_partials(svc: Services, room_id: str, state: RoomState, *,
-                          csrf: bool = False) -> list[tuple[str, str]]:
-    """The live partials of one room state. Without ``csrf`` the forms rely on htmx's
-    ``hx-headers`` for the token, so one rendering serves every signed-in dashboard."""
-    room = await get_room(svc.redis, room_id)
-    view = await load_dashboard(svc, room, state)
-    extra = {} if csrf else {"csrf_token": ""}
-    return [(name, await render_template(f"partials/_{name}.html", d=view, sources=SOURCE_NAMES, **extra))
+async def render_partials(svc: Services, live: Live) -> Fragments:
+    """The live partials of one room state. Their forms rely on htmx's ``hx-headers`` for
+    the CSRF token, so one rendering serves every signed-in dashboard."""
+    view = await load_dashboard(svc, live.room, live.state)
+    return [(name, await render_template(f"partials/_{name}.html", d=view, sources=SOURCE_NAMES,
+                                         csrf_token=""))
             for name in PARTIALS]
 
 
@@ -252,8 +250,8 @@ async def get_dashboard_events(room: str) -> Any:
         last = None
     svc = _svc()
 
-    async def render(state: RoomState) -> list[tuple[str, str]]:
-        return await render_partials(svc, room, state)
+    async def render(live: Live) -> Fragments:
+        return await render_partials(svc, live)
 
     body = stream_with_context(fragment_stream)(svc.hub, _cache(svc), room, "host", render, last)
     response = Response(body, content_type="text/event-stream",

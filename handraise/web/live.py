@@ -4,10 +4,12 @@ A page opens one stream (``sse-connect``). The stream sends fragments, one SSE e
 per partial (the name equals the partial's), each carrying the whole partial rendered from
 a fresh snapshot of the room, with the id of the last event it reflects. So a page never
 applies deltas: after any drop it reconnects with ``Last-Event-ID`` and, if anything changed
-meanwhile, gets the current partials once; if nothing changed, nothing is re-sent.
+meanwhile, gets the current partials once; if nothing changed, nothing is re-sent. A stream
+sends only the partials whose HTML changed since it last sent them.
 
-Pages of one kind look the same to everyone who may see them, so a process renders each
-room state once and shares the text among its open streams (:class:`FragmentCache`).
+A process reads each room state once per change and shares it among its open streams, and
+renders each kind of page once per state (:class:`FragmentCache`): every host dashboard of a
+room shares one rendering; each linked caller's page is its own kind.
 """
 
 from __future__ import annotations
@@ -16,73 +18,125 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ..events import REDIS_ERRORS, RESET, EventHub, SubscriptionLagged, parse_id, sse, sse_comment
 from ..queue import Queue, RoomState
+from ..rooms import Room, get_room
 
 log = logging.getLogger(__name__)
 
-#: Render a snapshot into (event name, HTML) pairs.
 Fragments = list[tuple[str, str]]
-Renderer = Callable[[RoomState], Awaitable[Fragments]]
+
+
+@dataclass(frozen=True)
+class Live:
+    """One consistent look at a room: its live state and its settings."""
+
+    state: RoomState
+    room: Room
+
+    @property
+    def event_id(self) -> str:
+        return self.state.last_event_id
+
+
+#: Render a room's state into (event name, HTML) pairs.
+Renderer = Callable[[Live], Awaitable[Fragments]]
 
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 
+V = TypeVar("V")
 
-class FragmentCache:
-    """The fragments of each room's latest state, rendered once per process.
 
-    Keyed by room and page kind; a newer event id replaces the entry. Concurrent streams
-    asking for the same state share one snapshot and one render.
-    """
+class _Latest(Generic[V]):
+    """The newest value per key, computed once however many ask at the same time."""
 
-    def __init__(self, queue: Queue) -> None:
-        self.queue = queue
-        self._entries: dict[tuple[str, str], tuple[str, asyncio.Future[tuple[str, Fragments]]]] = {}
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, ...], tuple[str, asyncio.Future[tuple[str, V]]]] = {}
 
-    async def get(self, room: str, kind: str, render: Renderer,
-                  at_least: str | None = None) -> tuple[str, Fragments]:
-        """(last event id, fragments) of a state no older than event ``at_least``."""
-        entry = self._entries.get((room, kind))
-        if entry is not None and (at_least is None or parse_id(entry[0]) >= parse_id(at_least)):
-            try:
+    async def get(self, k: tuple[str, ...], at_least: str | None,
+                  compute: Callable[[], Awaitable[tuple[str, V]]]) -> tuple[str, V]:
+        """The cached value if it reflects event ``at_least`` or later; ``None``: always afresh."""
+        entry = self._entries.get(k)
+        if entry is not None and at_least is not None and parse_id(entry[0]) >= parse_id(at_least):
+            with contextlib.suppress(Exception):  # a shared failure: compute afresh below
                 return await asyncio.shield(entry[1])
-            except Exception:  # the shared render failed: try afresh below
-                pass
-        future: asyncio.Future[tuple[str, Fragments]] = asyncio.ensure_future(
-            self._render(room, render))
-        self._entries[(room, kind)] = (at_least or "0-0", future)
+        future = asyncio.ensure_future(compute())
+        self._entries[k] = (at_least or "0-0", future)
         try:
             result = await asyncio.shield(future)
         except Exception:
-            self._entries.pop((room, kind), None)
+            if self._entries.get(k, (None, None))[1] is future:
+                del self._entries[k]
             raise
-        self._entries[(room, kind)] = (result[0], future)
+        if self._entries.get(k, (None, None))[1] is future:
+            self._entries[k] = (result[0], future)
         return result
 
-    async def _render(self, room: str, render: Renderer) -> tuple[str, Fragments]:
-        state = await self.queue.snapshot(room)
-        return state.last_event_id, await render(state)
-
-    def forget(self, room: str) -> None:
-        for k in [k for k in self._entries if k[0] == room]:
+    def forget(self, prefix: str) -> None:
+        for k in [k for k in self._entries if k[0] == prefix]:
             del self._entries[k]
 
 
-def encode(event_id: str, fragments: list[tuple[str, str]]) -> str:
+class FragmentCache:
+    """Room snapshots and rendered fragments, shared by a process's open streams."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self._looks: _Latest[Live] = _Latest()
+        self._renders: _Latest[Fragments] = _Latest()
+
+    async def look(self, room: str, at_least: str | None = None) -> Live:
+        """A snapshot of ``room`` no older than event ``at_least`` (None: read it now)."""
+
+        async def load() -> tuple[str, Live]:
+            state = await self.queue.snapshot(room)
+            live = Live(state, await get_room(self.queue.redis, room))
+            return live.event_id, live
+
+        return (await self._looks.get((room,), at_least, load))[1]
+
+    async def get(self, room: str, kind: str, render: Renderer,
+                  at_least: str | None = None) -> tuple[str, Fragments]:
+        """(last event id, fragments) of page ``kind`` for a state no older than ``at_least``
+        (None: rendered from a snapshot read now)."""
+
+        async def draw() -> tuple[str, Fragments]:
+            live = await self.look(room, at_least)
+            return live.event_id, await render(live)
+
+        return await self._renders.get((room, kind), at_least, draw)
+
+    def forget(self, room: str) -> None:
+        self._looks.forget(room)
+        self._renders.forget(room)
+
+
+def encode(event_id: str, fragments: Fragments) -> str:
     return "".join(sse(html, event=name, id=event_id) for name, html in fragments)
 
 
 async def fragment_stream(hub: EventHub, cache: FragmentCache, room: str, kind: str,
                           render: Renderer, last_event_id: str | None) -> AsyncIterator[str]:
-    """The SSE body of one live page: current fragments, then new ones after each change."""
+    """The SSE body of one live page: current fragments, then the changed ones after each change."""
     yield sse_comment("live") + f"retry: {RETRY_MS}\n\n"
+    sent: dict[str, str] = {}
+
+    def fresh(fragments: Fragments) -> Fragments:
+        out = [(name, html) for name, html in fragments if sent.get(name) != html]
+        sent.update(out)
+        return out
+
     try:
         async with hub.subscribe(room, after=last_event_id) as sub:
             seen, fragments = await cache.get(room, kind, render)
             if last_event_id is None or parse_id(seen) > parse_id(last_event_id):
-                yield encode(seen, fragments)
+                yield encode(seen, fresh(fragments))
+            else:
+                sent.update(fragments)  # the page already shows this state
             while True:
                 try:
                     event = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
@@ -91,9 +145,12 @@ async def fragment_stream(hub: EventHub, cache: FragmentCache, room: str, kind: 
                     continue
                 if event.type != RESET and parse_id(event.id) <= parse_id(seen):
                     continue  # already in what the page shows
+                # After a reset the stream cannot say how new: read afresh.
                 at_least = None if event.type == RESET else event.id
                 seen, fragments = await cache.get(room, kind, render, at_least)
-                yield encode(seen, fragments)
+                changed = fresh(fragments)
+                if changed:
+                    yield encode(seen, changed)
     except SubscriptionLagged:
         # Too far behind: end the stream; the browser reconnects with its Last-Event-ID.
         log.info("room %s: a %s page fell behind; it will reconnect", room, kind)

@@ -30,7 +30,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from quart import Quart, Response, current_app, redirect, request, url_for
-from quart_auth import AuthUser, QuartAuth, current_user
+from quart_auth import Action, AuthUser, QuartAuth, current_user
 
 from ..store import Redis, global_key
 
@@ -42,6 +42,11 @@ GuardKind = Literal["page", "action", "stream"]
 
 #: Attribute set on every view wrapped by :func:`host_required` (read by the meta-test).
 HOST_MARK = "_handraise_host_only"
+#: The same for :func:`participant_required` (the companion page's linked views).
+LINK_MARK = "_handraise_linked_only"
+#: The blueprint whose pages belong to a linked caller, not to the host.
+PARTICIPANT_BLUEPRINT = "participant"
+LINK_SESSION_S = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_S = 24 * 3600
 CSRF_FIELD = "csrf_token"
@@ -73,6 +78,11 @@ def init_security(app: Quart) -> None:
     secure = bool(settings.public_url and settings.public_url.startswith("https://"))
     QuartAuth(app, cookie_name="handraise_host", cookie_samesite="Lax", cookie_http_only=True,
               cookie_secure=secure, duration=SESSION_S, salt="handraise host session")
+    # A caller's link to their own call: a separate cookie, so it never carries host rights.
+    app.extensions["handraise_link_auth"] = QuartAuth(
+        app, cookie_name="handraise_link", cookie_samesite="Lax", cookie_http_only=True,
+        cookie_secure=secure, duration=LINK_SESSION_S, salt="handraise participant link",
+        attribute_name="handraise_link_user", singleton=False)
 
     @app.context_processor
     async def csrf_context() -> dict[str, Any]:
@@ -106,10 +116,65 @@ def csrf_token_for(auth_id: str) -> str:
 
 
 async def current_csrf_token() -> str:
-    """The signed-in host's CSRF token, or "" without a session."""
+    """The CSRF token of this page's session (the caller's link on the companion page, the
+    host's elsewhere), or "" without one."""
+    if request.blueprint == PARTICIPANT_BLUEPRINT:
+        link = current_link()
+        return csrf_token_for("link:" + ":".join(link)) if link else ""
     if not await current_user.is_authenticated or current_user.auth_id is None:
         return ""
     return csrf_token_for(current_user.auth_id)
+
+
+# --- the participant's link ------------------------------------------------------------
+
+
+def _link_auth() -> QuartAuth:
+    auth: QuartAuth = current_app.extensions["handraise_link_auth"]
+    return auth
+
+
+def current_link() -> tuple[str, str] | None:
+    """(room, participant) this browser is linked to, or None."""
+    auth_id = _link_auth().load_user().auth_id
+    room, sep, pid = (auth_id or "").partition(":")
+    return (room, pid) if sep and room and pid else None
+
+
+def link_session(room: str, pid: str) -> None:
+    """Link this browser to one participant: the cookie names the room and them, nothing else."""
+    _link_auth().login_user(AuthUser(f"{room}:{pid}", Action.WRITE))
+
+
+def unlink_session() -> None:
+    _link_auth().logout_user()
+
+
+def participant_required(
+    kind: GuardKind,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[Any]]]:
+    """Guard a companion-page view: it needs a linked call (``page``: else to ``/join``;
+    ``action``/``stream``: 401), and writes need the link's CSRF token (403)."""
+
+    def decorate(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[Any]]:
+        @functools.wraps(view)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            if current_link() is None:
+                wants_page = request.headers.get("HX-Request") != "true"
+                if kind == "page" and request.method in SAFE_METHODS and wants_page:
+                    return redirect(url_for("participant.get_join"))
+                return Response("Link your call first: open /join and type the PIN you heard.\n",
+                                status=401, content_type="text/plain; charset=utf-8")
+            if request.method not in SAFE_METHODS and not await csrf_valid():
+                log.warning("refused %s %s: missing or wrong CSRF token", request.method, request.path)
+                return Response("Refused: this form is out of date. Reload the page and try again.\n",
+                                status=403, content_type="text/plain; charset=utf-8")
+            return await view(*args, **kwargs)
+
+        setattr(guarded, LINK_MARK, kind)
+        return guarded
+
+    return decorate
 
 
 async def csrf_valid() -> bool:
@@ -142,7 +207,9 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-def host_required(kind: GuardKind) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[Any]]]:
+def host_required(
+    kind: GuardKind,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[Any]]]:
     """Guard a host view: ``page`` redirects to the sign-in, ``action``/``stream`` answer 401.
 
     Writes (anything but GET/HEAD/OPTIONS) also need the CSRF token: 403 without it.
