@@ -40,7 +40,8 @@ async def _rooms_create(settings: Settings, args: argparse.Namespace) -> int:
     async with connect(settings) as redis:
         created = await create_room(
             redis, args.name, keypad_mode=args.keypad_mode,
-            end_on_host_exit=not args.keep_running_after_host, maxlen=settings.events_maxlen,
+            end_on_host_exit=not args.keep_running_after_host, announce_web=args.announce_web_raises,
+            maxlen=settings.events_maxlen,
         )
     room = created.room
     if args.json:
@@ -196,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_create.add_argument("--keep-running-after-host", action="store_true",
                           help="do not end the conference when the host hangs up")
+    p_create.add_argument("--announce-web-raises", action="store_true",
+                          help="confirm on the phone a hand raised from the companion page "
+                               "(by default the page alone says so)")
     p_create.add_argument("--json", action="store_true")
     p_list = rsub.add_parser("list", help="list rooms")
     p_list.add_argument("--all", action="store_true", help="include closed rooms")
