@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 from webkit import PASSWORD, settings, signed_in
 
-from handraise.app import create_app
+from handraise.app import create_app, services
 from handraise.queue import Queue
 from handraise.rooms import create_room, get_room
 from handraise.sim import ServedApp
@@ -230,3 +230,20 @@ async def test_without_a_session_the_stream_is_401(redis: Redis) -> None:
             httpx.AsyncClient(base_url=served.base_url) as client:
         room = (await create_room(redis, "Closed door")).room
         assert (await client.get(f"/host/rooms/{room.id}/events")).status_code == 401
+
+
+async def test_a_closed_dashboard_stops_its_subscription(redis: Redis) -> None:
+    app = create_app(settings(), redis=redis)
+    async with ServedApp(app, health_path="/healthz") as served, \
+            httpx.AsyncClient(base_url=served.base_url) as client:
+        await client.post("/host/login", data={"password": PASSWORD})
+        room = (await create_room(redis, "Closing tabs")).room
+        hub = services(app).hub
+        async with client.stream("GET", f"/host/rooms/{room.id}/events") as response:
+            await anext(sse_events(response))
+            assert len(hub._readers[room.id].subscribers) == 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while room.id in hub._readers:  # the reader goes once its last subscriber has
+            assert loop.time() < deadline, "the dashboard's subscription outlived its stream"
+            await asyncio.sleep(0.02)  # polling with a deadline
