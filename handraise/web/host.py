@@ -22,7 +22,6 @@ from quart import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,13 +29,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..app import Services, services
 from ..errors import HandraiseError, NotFound
-from ..events import REDIS_ERRORS, is_valid_id
+from ..events import REDIS_ERRORS
 from ..handlog import load_hand_log, to_csv
 from ..phone.control import ActionResult, HostControls, prompting_key
 from ..phone.streams import keypad_checks
 from ..queue import Participant, RoomState
 from ..rooms import KEYPAD_MODES, Room, close_room, create_room, get_room, list_rooms
-from .live import FragmentCache, Fragments, Live, fragment_stream
+from .live import FragmentCache, Fragments, Live, fragment_cache, live_response
 from .security import host_required
 
 log = logging.getLogger(__name__)
@@ -73,10 +72,7 @@ def _svc() -> Services:
 
 
 def _cache(svc: Services) -> FragmentCache:
-    cache: FragmentCache | None = current_app.extensions.get("handraise_host_fragments")
-    if cache is None:
-        cache = current_app.extensions["handraise_host_fragments"] = FragmentCache(svc.queue)
-    return cache
+    return fragment_cache(current_app, svc.queue)
 
 
 def _htmx() -> bool:
@@ -245,19 +241,12 @@ async def get_dashboard(room: str) -> Response:
 async def get_dashboard_events(room: str) -> Any:
     """The dashboard's partials as server-sent events (``Last-Event-ID`` resumes)."""
     await _room_or_404(room)
-    last = request.headers.get("Last-Event-ID") or None
-    if last is not None and not is_valid_id(last):
-        last = None
     svc = _svc()
 
     async def render(live: Live) -> Fragments:
         return await render_partials(svc, live)
 
-    body = stream_with_context(fragment_stream)(svc.hub, _cache(svc), room, "host", render, last)
-    response = Response(body, content_type="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response.timeout = None  # a live stream, not a slow response
-    return response
+    return live_response(svc.hub, _cache(svc), room, "host", render)
 
 
 async def _outcome(room: str, result: ActionResult) -> Any:

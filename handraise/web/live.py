@@ -21,7 +21,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ..events import REDIS_ERRORS, RESET, EventHub, SubscriptionLagged, parse_id, sse, sse_comment
+from quart import Quart, Response, request, stream_with_context
+
+from ..events import (
+    REDIS_ERRORS,
+    RESET,
+    EventHub,
+    SubscriptionLagged,
+    is_valid_id,
+    parse_id,
+    sse,
+    sse_comment,
+)
 from ..queue import Queue, RoomState
 from ..rooms import Room, get_room
 
@@ -113,6 +124,27 @@ class FragmentCache:
     def forget(self, room: str) -> None:
         self._looks.forget(room)
         self._renders.forget(room)
+
+
+def fragment_cache(app: Quart, queue: Queue) -> FragmentCache:
+    """The app's one cache: host and caller pages of a room share its snapshots."""
+    cache: FragmentCache | None = app.extensions.get("handraise_fragments")
+    if cache is None:
+        cache = app.extensions["handraise_fragments"] = FragmentCache(queue)
+    return cache
+
+
+def live_response(hub: EventHub, cache: FragmentCache, room: str, kind: str,
+                  render: Renderer) -> Response:
+    """The ``text/event-stream`` response of a live page, resuming at ``Last-Event-ID``."""
+    last = request.headers.get("Last-Event-ID") or None
+    if last is not None and not is_valid_id(last):
+        last = None  # a forged or foreign id: start from the current state
+    body = stream_with_context(fragment_stream)(hub, cache, room, kind, render, last)
+    response = Response(body, content_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.timeout = None  # a live stream, not a slow response
+    return response
 
 
 def encode(event_id: str, fragments: Fragments) -> str:

@@ -24,7 +24,6 @@ from quart import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,10 +31,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..app import Services, services
 from ..errors import HandraiseError, NotFound
-from ..events import is_valid_id
 from ..pins import lookup_pin
 from ..queue import Participant
-from .live import FragmentCache, Fragments, Live, fragment_stream
+from .live import FragmentCache, Fragments, Live, fragment_cache, live_response
 from .security import (
     client_id,
     count_failure,
@@ -80,10 +78,7 @@ def _htmx() -> bool:
 
 
 def _cache(svc: Services) -> FragmentCache:
-    cache: FragmentCache | None = current_app.extensions.get("handraise_participant_fragments")
-    if cache is None:
-        cache = current_app.extensions["handraise_participant_fragments"] = FragmentCache(svc.queue)
-    return cache
+    return fragment_cache(current_app, svc.queue)
 
 
 @bp.errorhandler(RedisConnectionError)
@@ -221,9 +216,6 @@ async def get_me() -> Any:
 async def get_me_events() -> Any:
     """This caller's partials as server-sent events (``Last-Event-ID`` resumes)."""
     room, pid = _link()
-    last = request.headers.get("Last-Event-ID") or None
-    if last is not None and not is_valid_id(last):
-        last = None
     svc = _svc()
     cache = _cache(svc)
     if (await cache.look(room)).state.participant(pid) is None:
@@ -236,11 +228,7 @@ async def get_me_events() -> Any:
             fragments.append(("ended", "ended"))  # sse-close: the page stops listening
         return fragments
 
-    body = stream_with_context(fragment_stream)(svc.hub, cache, room, f"me:{pid}", render, last)
-    response = Response(body, content_type="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response.timeout = None
-    return response
+    return live_response(svc.hub, cache, room, f"me:{pid}", render)
 
 
 async def _after(pid: str, room: str, error: str | None = None) -> Any:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from phonekit import HOST_PASSWORD
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page
 
 from handraise.sim import free_port
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: Where screenshots are saved (a test artefact, not committed).
+ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
+#: As the machine's probe found: without these, Chromium keeps dialling Google's hosts.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"]
 PHONE = {"width": 360, "height": 740}
 LAPTOP = {"width": 1280, "height": 800}
 

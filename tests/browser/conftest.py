@@ -3,7 +3,6 @@ emulator (tests/e2e/phonekit.py). Without Chromium they skip, saying why."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,13 +16,7 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs it
     async_playwright = None  # type: ignore[assignment]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-#: Where screenshots are saved (a test artefact, not committed).
-ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
-#: As the machine's probe found: without these, Chromium keeps dialling Google's hosts.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"]
+from browserkit import CHROMIUM, CHROMIUM_ARGS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browserkit import PHONE, open_signed_in
-from conftest import ARTIFACTS, CHROMIUM_ARGS
+from browserkit import ARTIFACTS, PHONE, open_signed_in
 from phonekit import Stack, phone_stack, until
 from playwright.async_api import Browser, BrowserContext, Page, expect
 from test_host_a11y import serious_violations
@@ -16,7 +15,6 @@ from handraise.rooms import create_room
 pytestmark = [pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning")]
 
 LIVE = 5000
-assert CHROMIUM_ARGS  # the browser fixture launches with them
 
 
 def heard_pin(stack: Stack, sid: str) -> str:
@@ -42,7 +40,7 @@ async def test_a_caller_links_the_page_and_the_page_and_keypad_move_the_same_han
         created = await create_room(stack.redis, "Town hall")
         room = created.room
         await stack.join(created.host_code, "+15550100000", host=True)
-        sid, pid = await stack.join(room.access_code, "+15550104821")
+        sid, _pid = await stack.join(room.access_code, "+15550104821")
         pin = heard_pin(stack, sid)
         context = await browser.new_context(base_url=stack.served.base_url, viewport=PHONE,  # type: ignore[arg-type]
                                             bypass_csp=True)
@@ -107,7 +105,7 @@ async def test_two_linked_callers_each_see_only_their_own_place(redis_server: st
         created = await create_room(stack.redis, "Two pages")
         room = created.room
         await stack.join(created.host_code, "+15550100000", host=True)
-        a_sid, a = await stack.join(room.access_code, "+15550104821")
+        a_sid, _a = await stack.join(room.access_code, "+15550104821")
         b_sid, b = await stack.join(room.access_code, "+15550107777")
         await stack.queue.update(room.id, b, name="Bob Secret")
         pages = []

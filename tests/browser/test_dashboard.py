@@ -4,7 +4,7 @@ emulator's side (Twilio's view) as well as on the page."""
 from __future__ import annotations
 
 import pytest
-from browserkit import LAPTOP, PHONE, CuttableProxy, accept_dialogs, open_signed_in
+from browserkit import ARTIFACTS, LAPTOP, PHONE, CuttableProxy, accept_dialogs, open_signed_in
 from phonekit import Stack, phone_stack, until
 from playwright.async_api import Browser, Locator, Page, expect
 
@@ -246,8 +246,6 @@ async def test_the_n_key_calls_on_the_next_hand_and_a_new_hand_flashes(
 @pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
 async def test_layout_fits_a_phone_and_a_laptop(redis_server: str, browser: Browser,
                                                 viewport: dict[str, int]) -> None:
-    from conftest import ARTIFACTS
-
     async with phone_stack(redis_server) as stack:
         await stack.redis.flushall()
         room = (await create_room(stack.redis, "Tuesday planning call")).room

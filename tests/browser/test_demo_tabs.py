@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ARTIFACTS
+from browserkit import ARTIFACTS
 from playwright.async_api import Browser, expect
 from test_demo_phones import PASSWORD, demo
 
