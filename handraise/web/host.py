@@ -29,7 +29,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..app import Services, services
 from ..errors import HandraiseError, NotFound
-from ..events import REDIS_ERRORS
 from ..handlog import load_hand_log, to_csv
 from ..phone.control import ActionResult, HostControls, prompting_key
 from ..phone.streams import keypad_checks
@@ -177,10 +176,7 @@ async def _rooms_page(created: Any = None, error: str | None = None, status: int
 @host_required("page")
 async def get_rooms() -> Response:
     """The rooms with their people and hands, and the form to create one."""
-    try:
-        return await _rooms_page()
-    except REDIS_ERRORS:
-        return await _unavailable()
+    return await _rooms_page()
 
 
 @bp.post("/rooms")
@@ -193,8 +189,6 @@ async def post_room() -> Response:
                                     keypad_mode=form.get("keypad_mode", "stream"))
     except HandraiseError as exc:
         return await _rooms_page(error=exc.message, status=422)
-    except REDIS_ERRORS:
-        return await _unavailable()
     log.info("room %s created from the dashboard", created.room.id)
     return await _rooms_page(created=created, status=201)
 
@@ -224,11 +218,7 @@ async def get_dashboard(room: str) -> Response:
     """The live dashboard; with ``HX-Request`` only its live sections (the 5-second poll)."""
     r = await _room_or_404(room)
     svc = _svc()
-    try:
-        state = await svc.queue.snapshot(room)
-        view = await load_dashboard(svc, r, state)
-    except REDIS_ERRORS:
-        return await _unavailable()
+    view = await load_dashboard(svc, r, await svc.queue.snapshot(room))
     if _htmx():
         body = await render_template("partials/_live.html", d=view, sources=SOURCE_NAMES, csrf_token="")
     else:
@@ -296,10 +286,7 @@ async def post_participant_action(room: str, pid: str, action: str) -> Any:
 async def get_hand_log(room: str) -> Response:
     """Every hand of the meeting so far, as CSV."""
     r = await _room_or_404(room)
-    try:
-        log_ = await load_hand_log(_svc().redis, room)
-    except REDIS_ERRORS:
-        return await _unavailable()
+    log_ = await load_hand_log(_svc().redis, room)
     filename = f"hands-{r.id}.csv"
     return Response(to_csv(log_), content_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
