@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncIterator
 
 import httpx
-from webkit import PASSWORD, settings, signed_in
+from webkit import PASSWORD, csrf_of, settings, signed_in
 
 from handraise.app import create_app, services
 from handraise.queue import Queue
@@ -247,3 +247,19 @@ async def test_a_closed_dashboard_stops_its_subscription(redis: Redis) -> None:
         while room.id in hub._readers:  # the reader goes once its last subscriber has
             assert loop.time() < deadline, "the dashboard's subscription outlived its stream"
             await asyncio.sleep(0.02)  # polling with a deadline
+
+
+async def test_a_signed_in_host_whose_redis_is_gone_gets_a_page_saying_what_to_do(redis: Redis) -> None:
+    up = create_app(settings(), redis=redis)
+    down = create_app(settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    async with up.test_app(), down.test_app():
+        login = await up.test_client().post("/host/login", form={"password": PASSWORD})
+        cookie = {"Cookie": login.headers["Set-Cookie"].split(";")[0]}
+        page = await down.test_client().get("/host/rooms/r1", headers=cookie)
+        assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+        assert "Reload this page in a few seconds." in await page.get_data(as_text=True)
+        token = csrf_of(await (await up.test_client().get("/host", headers=cookie)).get_data(as_text=True))
+        action = await down.test_client().post("/host/rooms/r1/mute-all", headers=cookie | {
+            "HX-Request": "true", "X-CSRF-Token": token})
+        assert action.status_code == 503
+        assert "briefly unavailable; nothing was changed" in await action.get_data(as_text=True)
