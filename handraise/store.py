@@ -240,16 +240,31 @@ class EmbeddedRedis:
         self.stop()
 
 
+#: Connections one process may open to Redis; beyond it, a request waits for a free one.
+MAX_CONNECTIONS = 256
+#: How long a request waits for a free connection before it fails as "Redis unavailable".
+POOL_WAIT_S = 5.0
+
+
 def client_from_url(url: str) -> Redis:
-    """An asyncio Redis client with timeouts suited to a web server."""
-    return aioredis.Redis.from_url(
+    """An asyncio Redis client with timeouts suited to a web server.
+
+    The pool blocks (up to :data:`POOL_WAIT_S`) instead of failing at once when every
+    connection is busy: a burst of dashboards opening together (a server restart) waits a
+    moment rather than being told Redis is gone (redis-py's default pool raises "Too many
+    connections" at its 100th).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
         retry_on_timeout=True,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 @contextlib.asynccontextmanager
