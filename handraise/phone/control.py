@@ -330,8 +330,9 @@ class HostControls:
             return RestOutcome("failed", exc.message)
         if not r.conference_sid:
             return RestOutcome("failed", "The conference has not started yet.")
-        return await self.twilio.announce_to(r.conference_sid, self._who(p),
-                                             self.urls.announce(key, n))
+        # The PIN reminder names the caller, never the PIN: the handler looks it up.
+        url = self.urls.announce_pin(room, pid) if key == "pin" else self.urls.announce(key, n)
+        return await self.twilio.announce_to(r.conference_sid, self._who(p), url)
 
     @_redis_guarded
     async def announce(self, room: str, pid: str, key: str, n: int | None = None) -> ActionResult:
@@ -347,14 +348,7 @@ class HostControls:
     @_redis_guarded
     async def remind_pin(self, room: str, pid: str) -> ActionResult:
         """Tell ``pid`` privately where the companion page is and their PIN (star 0)."""
-        try:
-            r, p = await self._target(room, pid)
-        except HandraiseError as exc:
-            return ActionResult(False, exc.message, pid)
-        if not r.conference_sid:
-            return ActionResult(False, "The conference has not started yet.", pid)
-        outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
-                                                self.urls.announce_pin(room, pid))
+        outcome = await self._announce(room, pid, "pin")
         return ActionResult(outcome.ok, outcome.message or "Told them their PIN.", pid)
 
     @_redis_guarded
