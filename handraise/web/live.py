@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -63,10 +64,22 @@ V = TypeVar("V")
 
 
 class _Latest(Generic[V]):
-    """The newest value per key, computed once however many ask at the same time."""
+    """The newest value per key, computed once however many ask at the same time.
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, ...], tuple[str, asyncio.Future[tuple[str, V]]]] = {}
+    Bounded: past ``size`` keys the least recently stored goes (a page whose entry went
+    simply computes it again), so rooms and callers long gone do not pile up.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, ...], tuple[str, asyncio.Future[tuple[str, V]]]] = \
+            OrderedDict()
+
+    def _store(self, k: tuple[str, ...], value: tuple[str, asyncio.Future[tuple[str, V]]]) -> None:
+        self._entries[k] = value
+        self._entries.move_to_end(k)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
 
     async def get(self, k: tuple[str, ...], at_least: str | None,
                   compute: Callable[[], Awaitable[tuple[str, V]]]) -> tuple[str, V]:
@@ -76,7 +89,7 @@ class _Latest(Generic[V]):
             with contextlib.suppress(Exception):  # a shared failure: compute afresh below
                 return await asyncio.shield(entry[1])
         future = asyncio.ensure_future(compute())
-        self._entries[k] = (at_least or "0-0", future)
+        self._store(k, (at_least or "0-0", future))
         try:
             result = await asyncio.shield(future)
         except Exception:
@@ -84,7 +97,7 @@ class _Latest(Generic[V]):
                 del self._entries[k]
             raise
         if self._entries.get(k, (None, None))[1] is future:
-            self._entries[k] = (result[0], future)
+            self._store(k, (result[0], future))
         return result
 
     def forget(self, prefix: str) -> None:
