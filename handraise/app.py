@@ -85,6 +85,11 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
 
     @app.after_serving
     async def stop_services() -> None:
+        from .phone.media import drain
+
+        # Open media streams finish first: their pending raise or announcement still
+        # needs Redis and the Twilio session, which close after.
+        await drain(app)
         app.extensions.pop("handraise", None)
         await stack.aclose()
 

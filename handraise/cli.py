@@ -19,8 +19,9 @@ from .store import RedisNotFound, connect
 
 log = logging.getLogger("handraise")
 
-#: The one place the ASGI server is chosen (media-stream throughput may change it).
-ASGI_SERVER = "hypercorn"
+#: The one place the server is chosen: hypercorn for HTTP, picows (on uvloop) for the
+#: media-stream WebSocket, on one port (see handraise/phone/fastmedia.py for the figures).
+ASGI_SERVER = "hypercorn+picows"
 
 
 def _settings(required: tuple[str, ...] = ()) -> Settings:
@@ -141,32 +142,16 @@ async def _rooms_close(settings: Settings, args: argparse.Namespace) -> int:
 # --- serve / demo ------------------------------------------------------------------------
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
-    """Run the app on the ASGI server until interrupted."""
-    if ASGI_SERVER != "hypercorn":  # pragma: no cover - the single switch point
+    """Run the app until SIGINT/SIGTERM: hypercorn for HTTP, picows for media streams.
+
+    One port serves both (:mod:`handraise.phone.fastmedia` sorts connections by their
+    request line); ``workers`` processes share it through ``SO_REUSEPORT``.
+    """
+    if ASGI_SERVER != "hypercorn+picows":  # pragma: no cover - the single switch point
         raise SystemExit(f"unknown ASGI server {ASGI_SERVER}")
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
+    from .phone.fastmedia import serve_workers
 
-    from .app import create_app
-
-    if workers != 1:
-        # Several workers each run their own app; the embedded Redis is shared through
-        # its socket. Hypercorn's multi-process runner does the forking.
-        from hypercorn.run import run as hypercorn_run
-
-        config = Config()
-        config.bind = [f"{host}:{port}"]
-        config.workers = workers
-        config.application_path = "handraise.app:create_app()"
-        return hypercorn_run(config)
-
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    app = create_app(settings)
-    print(f"handraise serving on http://{host}:{port}  (health: /healthz)", flush=True)
-    asyncio.run(hypercorn_serve(app, config))
-    return 0
+    return serve_workers(settings, host, port, workers)
 
 
 # --- entry point --------------------------------------------------------------------------

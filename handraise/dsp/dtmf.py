@@ -41,6 +41,7 @@ and the state machine runs only for streams with something going on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -155,12 +156,29 @@ _PERIOD = _BASES.shape[0]
 _COLS = _BASES.shape[2]
 
 
+def _rotations() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """cos and sin of each frequency's phase advance over k sub-blocks, k = 0 .. 199.
+
+    Moving a stream's stored sub-block DFTs k sub-blocks later in the phase pattern
+    multiplies them by ``exp(-j w 40 k)``: shape (200, 8) each.
+    """
+    k = np.arange(_PERIOD, dtype=np.float64)[:, None]
+    angle = 2.0 * np.pi * _FREQS[None, :] * SUB_BLOCK * k / SAMPLE_RATE
+    return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+
+
+_ROT_COS, _ROT_SIN = _rotations()
+
+
 class DetectorBank:
     """DTMF detectors for many independent streams, advanced together.
 
-    All streams receive the same number of samples per call (the media server feeds one
-    20 ms frame per call per stream); each stream keeps its own state. A slot can be
-    reused for a new call with :meth:`reset`.
+    :meth:`feed` advances every stream by the same number of samples; :meth:`feed_rows`
+    advances only some of them (a media server's tick: the streams whose frame has
+    arrived), so a late or missing frame of one stream holds back no other. Each stream
+    keeps its own state and its own clock, and gets the same events as a
+    :class:`DtmfDetector` fed the same samples. A slot can be reused for a new call with
+    :meth:`reset`, and the bank can :meth:`grow`.
 
     Parameters
     ----------
@@ -173,7 +191,9 @@ class DetectorBank:
             raise ValueError("n_streams must be at least 1")
         self.n_streams = n_streams
         s = n_streams
-        self._n = 0  # global index of the next sub-block's first sample
+        # Per stream: the phase-pattern index (in samples) its next sub-block is
+        # evaluated at; everything stored about a stream is in that frame of reference.
+        self._next = np.zeros(s, dtype=np.int64)
         self._pending = np.zeros((s, 0), dtype=np.float32)
         self._hist_x = np.zeros((WINDOW_BLOCKS - 1, s, _COLS), dtype=np.float32)
         self._hist_e = np.zeros((WINDOW_BLOCKS - 1, s), dtype=np.float32)
@@ -229,32 +249,110 @@ class DetectorBank:
         self._pending = a[:, usable:].copy()
         if usable == 0:
             return []
-        return self._process(a[:, :usable])
+        rows = np.arange(self.n_streams)
+        return self._process(a[:, :usable], rows, self._align(rows, None))
 
-    def flush(self) -> list[tuple[int, Event]]:
+    def feed_rows(
+        self, rows: npt.ArrayLike, frames: npt.ArrayLike, *, clock: int | None = None
+    ) -> list[tuple[int, Event]]:
+        """Advance some streams by the same number of mu-law samples; the others wait.
+
+        Parameters
+        ----------
+        rows : array_like of int, shape (r,)
+            Distinct stream indices.
+        frames : array_like of uint8, shape (r, n)
+            Mu-law bytes, one row per entry of ``rows``; ``n`` a multiple of 40 (5 ms).
+        clock : int, optional
+            Sample index of the phase pattern to evaluate these samples at. Streams fed
+            at one clock share one matrix product; a stream whose own clock differs (it
+            missed a call, or had an extra one) is moved to it, exactly. A media server
+            passes ``160 * tick``; omitted, the first row's clock is used.
+
+        Returns
+        -------
+        events : list of (int, DigitStart or DigitEvent)
+            ``(stream index, event)`` in time order within each stream.
+
+        Raises
+        ------
+        ValueError
+            If shapes do not match, ``n`` is not a multiple of 40, or partial samples
+            from :meth:`feed` are pending.
+        """
+        idx = np.asarray(rows, dtype=np.intp).reshape(-1)
+        codes = np.asarray(frames, dtype=np.uint8)
+        if codes.ndim != 2 or codes.shape[0] != idx.size:
+            raise ValueError(f"frames must have shape ({idx.size}, n)")
+        if codes.shape[1] % SUB_BLOCK or self._pending.shape[1]:
+            raise ValueError("feed_rows needs whole 5 ms sub-blocks and nothing pending")
+        if idx.size == 0 or codes.shape[1] == 0:
+            return []
+        return self._process(mulaw.decode(codes), idx, self._align(idx, clock))
+
+    def flush(self, rows: npt.ArrayLike | None = None) -> list[tuple[int, Event]]:
         """End every key still sounding (call at the end of the audio).
+
+        Parameters
+        ----------
+        rows : array_like of int, optional
+            Only these streams (a call that ended); default all.
 
         Returns
         -------
         events : list of (int, DigitEvent)
         """
+        idx = np.arange(self.n_streams) if rows is None else np.asarray(rows, dtype=np.intp)
         events: list[tuple[int, Event]] = []
-        for s in np.flatnonzero(self._cur >= 0):
+        for s in idx[self._cur[idx] >= 0]:
             events.append((int(s), self._end_event(int(s))))
-        self._cur[:] = -1
-        self._run[:] = 0
-        self._cand[:] = -1
-        self._miss[:] = 0
-        self._cmiss[:] = 0
-        self._busy = False
+        self._cur[idx] = -1
+        self._run[idx] = 0
+        self._cand[idx] = -1
+        self._miss[idx] = 0
+        self._cmiss[idx] = 0
+        self._busy = bool((self._cur >= 0).any() or (self._run > 0).any())
         return events
+
+    def grow(self, n_streams: int) -> None:
+        """Make room for ``n_streams`` streams in all; the new ones start idle at 0 ms.
+
+        Parameters
+        ----------
+        n_streams : int
+            New number of streams (not fewer than now).
+        """
+        extra = n_streams - self.n_streams
+        if extra < 0:
+            raise ValueError("a bank cannot shrink")
+        if extra == 0:
+            return
+        if self._pending.shape[1]:
+            raise ValueError("cannot grow while partial samples are pending")
+        clock = int(self._next.max()) if self.n_streams else 0
+
+        def more(a: npt.NDArray[Any], fill: float, axis: int = 0) -> npt.NDArray[Any]:
+            shape = list(a.shape)
+            shape[axis] = extra
+            return np.concatenate([a, np.full(shape, fill, dtype=a.dtype)], axis=axis)
+
+        self._pending = more(self._pending, 0.0)
+        self._hist_x = more(self._hist_x, 0.0, axis=1)
+        self._hist_e = more(self._hist_e, 0.0, axis=1)
+        self._next = more(self._next, clock)
+        self._t0 = more(self._t0, clock)
+        for name, fill in (("_cur", -1), ("_cand", -1), ("_run", 0), ("_miss", 0),
+                           ("_cmiss", 0), ("_cand_start", 0), ("_start", 0),
+                           ("_last_end", 0)):
+            setattr(self, name, more(getattr(self, name), fill))
+        self.n_streams = n_streams
 
     def reset(self, stream: int) -> None:
         """Forget one stream's state; its clock restarts at 0 ms (for a new call)."""
         self._hist_x[:, stream] = 0
         self._hist_e[:, stream] = 0
         self._pending[stream] = 0
-        self._t0[stream] = self._n + self._pending.shape[1]
+        self._t0[stream] = self._next[stream] + self._pending.shape[1]
         self._cur[stream] = -1
         self._cand[stream] = -1
         self._run[stream] = 0
@@ -274,24 +372,60 @@ class DetectorBank:
             self._ms(s, int(self._last_end[s])),
         )
 
-    def _process(self, a: npt.NDArray[np.float32]) -> list[tuple[int, Event]]:
+    def _align(self, rows: npt.NDArray[np.intp], clock: int | None) -> int:
+        """Bring ``rows`` to one clock (samples) and return it.
+
+        A stream's stored sub-block DFTs carry the phase of the pattern index they were
+        evaluated at; moving the stream by ``d`` samples rotates them by ``exp(-j w d)``
+        and shifts its time origin and marks by ``d``, so its events do not change.
+        """
+        nxt = self._next[rows]
+        g = int(nxt[0]) if clock is None else int(clock)
+        if g % SUB_BLOCK:
+            raise ValueError("clock must be a multiple of 40 samples")
+        d = g - nxt
+        off = np.flatnonzero(d)
+        if off.size == 0:
+            return g
+        r, dd = rows[off], d[off]
+        k = (dd // SUB_BLOCK) % _PERIOD
+        c, sn = _ROT_COS[k], _ROT_SIN[k]  # (o, 8)
+        h = self._hist_x[:, r]  # (3, o, 17), a copy
+        re = h[..., :8].copy()
+        im = h[..., 8:16].copy()
+        h[..., :8] = re * c + im * sn
+        h[..., 8:16] = im * c - re * sn
+        self._hist_x[:, r] = h
+        for arr in (self._t0, self._cand_start, self._start, self._last_end):
+            arr[r] += dd
+        self._next[r] = g
+        return g
+
+    def _process(
+        self, a: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], g: int
+    ) -> list[tuple[int, Event]]:
         # Time-major layout (sub-block, stream, 16): window slices stay contiguous.
         s, usable = a.shape
         m = usable // SUB_BLOCK
         k = WINDOW_BLOCKS - 1
+        whole = s == self.n_streams
         blocks = a.reshape(s, m, SUB_BLOCK).transpose(1, 0, 2)  # (m, s, 40)
-        first = (self._n // SUB_BLOCK) % _PERIOD
+        first = (g // SUB_BLOCK) % _PERIOD
         wraps = first + m > _PERIOD
         # (m, 40, 17); a view unless the one-second phase pattern wraps around.
         bases = _BASES[(first + np.arange(m)) % _PERIOD] if wraps else _BASES[first : first + m]
         xc = np.empty((m + k, s, _COLS), dtype=np.float32)
-        xc[:k] = self._hist_x
+        xc[:k] = self._hist_x if whole else self._hist_x[:, rows]
         np.matmul(blocks, bases, out=xc[k:])
         ec = np.empty((m + k, s), dtype=np.float32)
-        ec[:k] = self._hist_e
+        ec[:k] = self._hist_e if whole else self._hist_e[:, rows]
         ec[k:] = np.einsum("msn,msn->ms", blocks, blocks)
-        self._hist_x = xc[m:].copy()
-        self._hist_e = ec[m:].copy()
+        if whole:
+            self._hist_x = xc[m:].copy()
+            self._hist_e = ec[m:].copy()
+        else:
+            self._hist_x[:, rows] = xc[m:]
+            self._hist_e[:, rows] = ec[m:]
         # Windows of four sub-blocks are two pairs: the pairs are the window's halves.
         pairs = xc[:-1] + xc[1:]
         y = pairs[:m] + pairs[2:]
@@ -299,22 +433,26 @@ class DetectorBank:
         ew = epairs[:m] + epairs[2:]
         codes = _classify(y, pairs[:m], pairs[2:], ew)
 
-        n0 = self._n
-        self._n += usable
+        n0 = g
+        self._next[rows] = g + usable
         if codes is None and not self._busy:
             return []  # the common case: nothing key-like anywhere, nobody mid-key
         if codes is None:
             codes = np.full((m, s), -1, dtype=np.int16)
-        return self._advance(np.ascontiguousarray(codes.T), n0)
+        events = self._advance(np.ascontiguousarray(codes.T), n0, rows)
+        self._busy = bool((self._cur >= 0).any() or (self._run > 0).any())
+        return events
 
-    def _advance(self, codes: npt.NDArray[np.int16], n0: int) -> list[tuple[int, Event]]:
-        busy = (self._cur >= 0) | (self._run > 0)
-        act = np.flatnonzero(busy | (codes >= 0).any(axis=1))
-        if act.size == 0:
-            self._busy = False
+    def _advance(
+        self, codes: npt.NDArray[np.int16], n0: int, rows: npt.NDArray[np.intp]
+    ) -> list[tuple[int, Event]]:
+        busy = (self._cur[rows] >= 0) | (self._run[rows] > 0)
+        loc = np.flatnonzero(busy | (codes >= 0).any(axis=1))
+        if loc.size == 0:
             return []
+        act = rows[loc]
         if act.size <= SCALAR_STREAMS:
-            return self._advance_scalar(codes, n0, act)
+            return self._advance_scalar(codes[loc], n0, act)
         events: list[tuple[int, Event]] = []
         cur = self._cur[act]
         cand = self._cand[act]
@@ -324,7 +462,7 @@ class DetectorBank:
         cand_start = self._cand_start[act]
         start = self._start[act]
         last_end = self._last_end[act]
-        sub = codes[act]
+        sub = codes[loc]
         for j in range(sub.shape[1]):
             w_start = n0 + SUB_BLOCK * (j - (WINDOW_BLOCKS - 1))
             w_end = n0 + SUB_BLOCK * (j + 1)
@@ -376,23 +514,21 @@ class DetectorBank:
         self._cand_start[act] = cand_start
         self._start[act] = start
         self._last_end[act] = last_end
-        # Streams outside ``act`` were idle and stayed idle.
-        self._busy = bool((cur >= 0).any() or (run > 0).any())
         return events
 
     def _advance_scalar(
         self, codes: npt.NDArray[np.int16], n0: int, act: npt.NDArray[np.intp]
     ) -> list[tuple[int, Event]]:
         """The same state machine as :meth:`_advance`, one stream at a time in plain
-        Python: cheaper than numpy calls when only a few streams are active."""
+        Python: cheaper than numpy calls when only a few streams are active. ``codes``
+        has one row per entry of ``act``."""
         events: list[tuple[int, Event]] = []
-        busy = False
-        for st in act.tolist():
+        for row, st in enumerate(act.tolist()):
             cur, cand = int(self._cur[st]), int(self._cand[st])
             run, miss, cmiss = int(self._run[st]), int(self._miss[st]), int(self._cmiss[st])
             cand_start, start = int(self._cand_start[st]), int(self._start[st])
             last_end = int(self._last_end[st])
-            for j, d in enumerate(codes[st].tolist()):
+            for j, d in enumerate(codes[row].tolist()):
                 w_start = n0 + SUB_BLOCK * (j - (WINDOW_BLOCKS - 1))
                 w_end = n0 + SUB_BLOCK * (j + 1)
                 valid = d >= 0
@@ -423,8 +559,6 @@ class DetectorBank:
             self._cur[st], self._cand[st] = cur, cand
             self._run[st], self._miss[st], self._cmiss[st] = run, miss, cmiss
             self._cand_start[st], self._start[st], self._last_end[st] = cand_start, start, last_end
-            busy = busy or cur >= 0 or run > 0
-        self._busy = busy
         return events
 
 

@@ -1,15 +1,19 @@
-"""Media Streams WebSocket (``/voice/stream``): keypad tones in a caller's audio -> their hand.
+"""Media Streams (``/voice/stream``): keypad tones in a caller's audio -> their hand.
 
 Rooms in keypad mode ``stream`` fork each participant's call audio here (``<Start><Stream>``
 with ``<Parameter>``s ``room`` and ``participant``). Per stream: frames are parsed and
-held to Twilio's order (:mod:`.frames`), decoded by a DTMF detector
-(:class:`~handraise.dsp.dtmf.DtmfDetector`), turned into commands by the room's key
-mapping (:class:`~.keys.KeyDecoder`), and a command raises or lowers the hand
-(source ``keypad``) and tells the caller privately.
+held to Twilio's order (:mod:`.frames`; media frames of the usual shape take its fast
+path), queued in the process's :class:`~.keypad.KeypadBank`, detected there for every
+stream at once in one call per 20 ms tick (:class:`MediaHub`), turned into commands by
+the room's key mapping (:class:`~.keys.KeyDecoder`), and a command raises or lowers the
+hand (source ``keypad``) and tells the caller privately.
 
-Detection runs inline: about 40 µs per 20 ms frame and call (see ``bench/media.py``), so
-one core follows hundreds of calls. Redis and Twilio work runs in a per-stream worker task,
-so a slow REST call or a lost Redis never stalls the reading of frames.
+:class:`MediaStream` is the protocol logic of one socket, independent of the WebSocket
+server: ``handraise serve`` runs it on the fast listener (:mod:`.fastmedia`, same port);
+the Quart route below runs the same code for other ASGI servers and the test client.
+A frame costs no logging, no Redis call and no task switch: Redis and Twilio work runs in
+a per-stream worker task, started only when there is a job, so a slow REST call or a lost
+Redis never stalls the reading of frames.
 
 Bad input is skipped with a log line and the socket stays open; only a bad signature
 (403 at the upgrade) or a stream naming no known participant is refused (close 1008).
@@ -20,22 +24,22 @@ stops whether keypad tones were seen in it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
-from quart import Blueprint, current_app, websocket
+from quart import Blueprint, Quart, current_app, websocket
 
-from ..dsp.dtmf import DigitEvent, DigitStart, DtmfDetector
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
 from ..rooms import get_room
 from .control import prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
-from .keys import DEFAULT_COMMANDS, KeyCommand, KeyDecoder
+from .keypad import MAX_QUEUED, KeypadBank, KeypadListener, Outcome
+from .keys import DEFAULT_COMMANDS, KeyCommand
 from .security import twilio_signed_websocket
 from .streams import KeypadCheck, forget_gather, last_gather, record_check
 
@@ -59,69 +63,122 @@ FINISH_TIMEOUT_S = 10.0
 """Longest wait for a stopped stream's pending jobs (a raise, its announcement)."""
 _LOUD_SKIPS = 3
 """Skipped frames logged one by one per stream; after that, every 1000th."""
+TICK_S = 0.020
+"""Detection tick: one frame of every stream per tick, as Twilio sends them."""
 
-# Finishing streams whose handler was cancelled (the socket dropped): kept referenced.
-_finishing: set[asyncio.Task[None]] = set()
+__all__ = ["KeypadListener", "MediaHub", "MediaStream", "bp", "media_hub"]
 
 
-class KeypadListener:
-    """Detector and decoder of one stream, plus its self-test counts. No I/O.
+class MediaHub:
+    """The media streams of one app (process): their keypad bank and its 20 ms tick.
 
-    Parameters
-    ----------
-    commands : mapping of str to str
-        Key sequence -> command name (the room's ``raise_keys``/``lower_keys``).
-    label : str
-        Names the stream in log lines (room and participant ids).
+    The tick task runs while at least one stream is open. Streams are tracked from
+    their first message to the end of their pending jobs, so :meth:`drain` can finish
+    them all before the app closes its Twilio session.
     """
 
-    def __init__(self, commands: Mapping[str, str] = DEFAULT_COMMANDS, *, label: str = "") -> None:
-        self.detector = DtmfDetector()
-        try:
-            self.decoder = KeyDecoder(commands, label=label)
-        except ValueError as exc:
-            log.warning("keypad %s: room key mapping unusable (%s); using *1 / *2", label, exc)
-            self.decoder = KeyDecoder(DEFAULT_COMMANDS, label=label)
-        self.frames = 0
-        self.digits = 0
-        self.tones_seen = False
+    def __init__(self) -> None:
+        self.bank = KeypadBank()
+        self.by_slot: dict[int, MediaStream] = {}
+        self.open: set[MediaStream] = set()
+        self.finishing: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self.late_ticks = 0
 
-    def feed(self, payload: bytes) -> tuple[list[KeyCommand], bool]:
-        """One frame of mu-law: (commands completed, True if this frame held the first key)."""
-        self.frames += 1
-        return self._take(self.detector.feed(payload))
+    def join(self, stream: MediaStream, listener: KeypadListener) -> int:
+        slot = self.bank.join(listener)
+        self.by_slot[slot] = stream
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._tick_forever())
+        return slot
 
-    def flush(self) -> tuple[list[KeyCommand], bool]:
-        """End of the stream: a key still sounding ends here."""
-        return self._take(self.detector.flush())
+    def leave(self, slot: int) -> Outcome:
+        self.by_slot.pop(slot, None)
+        return self.bank.leave(slot)
 
-    def _take(self, events: list[DigitStart | DigitEvent]) -> tuple[list[KeyCommand], bool]:
-        first = bool(events) and not self.tones_seen
-        commands = []
-        for event in events:
-            self.tones_seen = True
-            if isinstance(event, DigitEvent):
-                self.digits += 1
-            command = self.decoder.feed(event)
-            if command is not None:
-                commands.append(command)
-        return commands, first
+    def finish_later(self, stream: MediaStream) -> None:
+        """Run ``stream.finish()`` in the background (once), referenced until it is done."""
+        if stream.finishing:
+            return
+        stream.finishing = True
+        task = asyncio.ensure_future(stream.finish())
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while self.by_slot:
+            deadline += TICK_S
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -TICK_S:
+                self.late_ticks += 1
+                deadline = loop.time()  # overloaded: do not run a burst of ticks
+            try:
+                outcomes = self.bank.tick()
+            except Exception:  # pragma: no cover - a bug must not stop every stream
+                log.exception("media: keypad tick failed")
+                continue
+            for slot, (commands, first) in outcomes:
+                stream = self.by_slot.get(slot)
+                if stream is not None:
+                    stream.outcome(commands, first)
+
+    async def drain(self, timeout: float = FINISH_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        """Finish every open stream and wait for their pending jobs (at shutdown)."""
+        for stream in list(self.open):
+            self.finish_later(stream)
+        if self.finishing:
+            await asyncio.wait(set(self.finishing), timeout=timeout)
+        if self._ticker is not None:
+            self._ticker.cancel()
 
 
-class _Stream:
-    """One WebSocket connection from Twilio: reads frames, runs commands in a worker."""
+def media_hub(app: Quart) -> MediaHub:
+    """The app's :class:`MediaHub` (made on first use)."""
+    hub: MediaHub | None = app.extensions.get("handraise_media")
+    if hub is None:
+        hub = app.extensions["handraise_media"] = MediaHub()
+    return hub
 
-    def __init__(self, svc: PhoneServices) -> None:
+
+async def drain(app: Quart) -> None:
+    """For the app's shutdown: finish open streams before the Twilio session closes."""
+    hub: MediaHub | None = app.extensions.get("handraise_media")
+    if hub is not None:
+        await hub.drain()
+
+
+class MediaStream:
+    """One Media Streams connection from Twilio, whatever WebSocket server carries it.
+
+    The server calls :meth:`on_message` with each text message and :meth:`dropped` when
+    the socket goes away without a ``stop``; ``close(code, reason)`` is how this asks
+    the server to close the socket (1008 refused, 1000 after ``stop``).
+    """
+
+    def __init__(self, svc: PhoneServices, hub: MediaHub,
+                 close: Callable[[int, str], None]) -> None:
         self.svc = svc
+        self.hub = hub
+        self._close = close
         self.reader = StreamReader()
         self.listener: KeypadListener | None = None
+        self.slot: int | None = None
         self.room = ""
         self.pid = ""
         self.started = time.monotonic()
         self.odd_size_logged = False
-        self.jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(WORKER_QUEUE)
+        self.early: list[bytes] = []
+        self.starting: asyncio.Future[None] | None = None
+        self.jobs: deque[Callable[[], Awaitable[None]]] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.finished = False
+        self.finishing = False
+        self.closed: tuple[int, str] | None = None
+        hub.open.add(self)
 
     @property
     def label(self) -> str:
@@ -129,37 +186,53 @@ class _Stream:
 
     # --- reading ----------------------------------------------------------------------
 
-    async def run(self) -> None:
-        while True:
-            raw = await websocket.receive()
-            try:
-                msg = self.reader.feed(raw)
-            except FrameError as exc:
-                self._skipped(str(exc))
-                continue
-            if isinstance(msg, Media):
-                self._media(msg)
-            elif isinstance(msg, Start):
-                if not await self._begin(msg):
-                    await websocket.close(1008, "unknown participant")
-                    return
-            elif isinstance(msg, Stop):
-                await self.finish()
-                return
+    def on_message(self, raw: str | bytes) -> None:
+        """One WebSocket text message (synchronous; never blocks)."""
+        payload = self.reader.media_payload(raw)
+        if payload is not None:
+            self._payload(payload)
+            return
+        try:
+            msg = self.reader.feed(raw)
+        except FrameError as exc:
+            self._skipped(str(exc))
+            return
+        if isinstance(msg, Media):
+            if msg.track == "inbound":
+                self._payload(msg.payload)
+        elif isinstance(msg, Start):
+            self.starting = asyncio.ensure_future(self._begin(msg))
+        elif isinstance(msg, Stop):
+            self.close(1000, "stream stopped")
+            self.hub.finish_later(self)
+
+    def dropped(self) -> None:
+        """The socket went away (with or without a ``stop``)."""
+        if not self.finished:
+            self.hub.finish_later(self)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed is None:
+            self.closed = (code, reason)
+            self._close(code, reason)
+
+    def _payload(self, payload: bytes) -> None:
+        if len(payload) != FRAME_BYTES and not self.odd_size_logged:
+            self.odd_size_logged = True
+            log.info("media stream (%s): frames of %d bytes, not %d (detected all the same)",
+                     self.label, len(payload), FRAME_BYTES)
+        if self.slot is not None:
+            self.hub.bank.push(self.slot, payload)
+        elif self.listener is None and len(self.early) < MAX_QUEUED:
+            self.early.append(payload)  # the start-up check is still running
 
     def _skipped(self, why: str) -> None:
         n = self.reader.skipped
         if n <= _LOUD_SKIPS or n % 1000 == 0:
             log.warning("media stream (%s): frame skipped (%d so far): %s", self.label, n, why)
 
-    def _media(self, msg: Media) -> None:
-        if self.listener is None or msg.track != "inbound":
-            return  # not ours to detect (a refused start, or the outbound track)
-        if len(msg.payload) != FRAME_BYTES and not self.odd_size_logged:
-            self.odd_size_logged = True
-            log.info("media stream (%s): frames of %d bytes, not %d (detected all the same)",
-                     self.label, len(msg.payload), FRAME_BYTES)
-        commands, first = self.listener.feed(msg.payload)
+    def outcome(self, commands: list[KeyCommand], first: bool) -> None:
+        """Detected in a tick: commands to run, and whether the first tone was heard."""
         if first:
             self._tones_seen()
         for command in commands:
@@ -171,14 +244,33 @@ class _Stream:
 
     # --- start and stop ---------------------------------------------------------------
 
-    async def _begin(self, start: Start) -> bool:
-        """Check the stream's participant; False refuses the stream."""
+    async def _begin(self, start: Start) -> None:
+        commands = await self._check(start)
+        if commands is None:
+            self.early.clear()
+            self.close(1008, "unknown participant")
+            self.finished = True
+            self.hub.open.discard(self)
+            return
+        # Even if the stream stopped while the check ran: finish() waits for this, then
+        # detects what came before the stop.
+        self.listener = KeypadListener(commands, label=self.label)
+        self.slot = self.hub.join(self, self.listener)
+        for payload in self.early:
+            self.hub.bank.push(self.slot, payload)
+        self.early.clear()
+        self._submit(self._record)
+        log.info("media stream (%s): listening for keys (stream %s)", self.label,
+                 start.stream_sid[-6:])
+
+    async def _check(self, start: Start) -> Mapping[str, str] | None:
+        """The stream's key mapping after checking its participant; None refuses it."""
         self.room = start.parameters.get("room", "")
         self.pid = start.parameters.get("participant", "")
         if not self.room or not self.pid:
             log.warning("media stream %s: no room or participant parameter; refused",
                         start.stream_sid[-6:])
-            return False
+            return None
         commands: Mapping[str, str] = DEFAULT_COMMANDS
         try:
             room = await get_room(self.svc.redis, self.room)
@@ -186,7 +278,7 @@ class _Stream:
         except (NotFound, ValueError):
             log.warning("media stream %s (%s): unknown room or participant; refused",
                         start.stream_sid[-6:], self.label)
-            return False
+            return None
         except REDIS_ERRORS as exc:
             # Cannot check now; listen anyway (raising will fail until Redis is back).
             log.warning("media stream (%s): redis unavailable at start (%r); listening with "
@@ -195,52 +287,54 @@ class _Stream:
             if participant.call_sid and participant.call_sid != start.call_sid:
                 log.warning("media stream (%s): call %s is not this participant's; refused",
                             self.label, start.call_sid[-6:])
-                return False
+                return None
             commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower"}
-        self.listener = KeypadListener(commands, label=self.label)
-        self.worker = asyncio.create_task(self._work())
-        self._submit(self._record)
-        log.info("media stream (%s): listening for keys (stream %s)", self.label,
-                 start.stream_sid[-6:])
-        return True
+        return commands
 
     async def finish(self) -> None:
         """The stream ended: last key, self-test, pending jobs, one INFO line."""
         if self.finished:
             return
         self.finished = True
-        if self.listener is None:
-            return
-        listener = self.listener
-        commands, first = listener.flush()
-        if first:
-            self._tones_seen()
-        log.info("media stream (%s): stopped after %d frames (%d skipped), %d keys; "
-                 "keypad tones seen in stream: %s", self.label, listener.frames,
-                 self.reader.skipped, listener.digits, "yes" if listener.tones_seen else "no")
-        for command in commands:
-            self._submit(partial(self._command, command))
-        self._submit(partial(self._record, stopped=True))
-        if self.worker is not None:
-            drained = asyncio.ensure_future(self.jobs.join())
-            await asyncio.wait({drained, self.worker}, timeout=FINISH_TIMEOUT_S,
-                               return_when=asyncio.FIRST_COMPLETED)
-            if not drained.done():
-                drained.cancel()
-                log.warning("media stream (%s): pending jobs dropped at stop", self.label)
-            self.worker.cancel()
+        try:
+            if self.starting is not None and not self.starting.done():
+                await asyncio.wait({self.starting}, timeout=FINISH_TIMEOUT_S)
+            if self.listener is None or self.slot is None:
+                return
+            listener = self.listener
+            commands, first = self.hub.leave(self.slot)
+            self.slot = None
+            if first:
+                self._tones_seen()
+            log.info("media stream (%s): stopped after %d frames (%d skipped, %d dropped), "
+                     "%d keys; keypad tones seen in stream: %s", self.label, listener.frames,
+                     self.reader.skipped, listener.dropped, listener.digits,
+                     "yes" if listener.tones_seen else "no")
+            for command in commands:
+                self._submit(partial(self._command, command))
+            self._submit(partial(self._record, stopped=True))
+            worker = self.worker
+            if worker is not None and not worker.done():
+                await asyncio.wait({worker}, timeout=FINISH_TIMEOUT_S)
+                if not worker.done():
+                    worker.cancel()
+                    log.warning("media stream (%s): pending jobs dropped at stop", self.label)
+        finally:
+            self.hub.open.discard(self)
 
     # --- the worker -------------------------------------------------------------------
 
     def _submit(self, job: Callable[[], Awaitable[None]]) -> None:
-        try:
-            self.jobs.put_nowait(job)
-        except asyncio.QueueFull:
+        if len(self.jobs) >= WORKER_QUEUE:
             log.warning("media stream (%s): too much pending work; a job was dropped", self.label)
+            return
+        self.jobs.append(job)
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.ensure_future(self._work())
 
     async def _work(self) -> None:
-        while True:
-            job = await self.jobs.get()
+        while self.jobs:
+            job = self.jobs.popleft()
             try:
                 await job()
             except REDIS_ERRORS as exc:
@@ -249,8 +343,6 @@ class _Stream:
                 log.info("media stream (%s): %s", self.label, exc.message)
             except Exception:
                 log.exception("media stream (%s): a job failed", self.label)
-            finally:
-                self.jobs.task_done()
 
     async def _record(self, *, stopped: bool = False) -> None:
         listener = self.listener
@@ -305,24 +397,21 @@ class _Stream:
             log.info("room %s: could not tell %s privately: %s", room, pid, result.message)
 
 
+
 @bp.websocket("/stream")
 @twilio_signed_websocket
 async def ws_stream() -> None:
     """Twilio Media Streams: detect the caller's keypad tones, raise or lower their hand."""
     from .webhooks import phone
 
-    stream = _Stream(phone(current_app))
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    stream = MediaStream(phone(app), media_hub(app), lambda code, reason: None)
     try:
-        await stream.run()
-    except asyncio.CancelledError:
-        # The socket dropped without a stop: finish in the background, then stop too.
-        if not stream.finished:
-            task = asyncio.ensure_future(stream.finish())
-            _finishing.add(task)
-            task.add_done_callback(_finishing.discard)
-        raise
-    except Exception:
-        log.exception("media stream (%s): failed", stream.label)
-        with contextlib.suppress(Exception):
-            await stream.finish()
-        raise
+        while stream.closed is None:
+            stream.on_message(await websocket.receive())
+            if stream.starting is not None and not stream.starting.done():
+                await asyncio.shield(stream.starting)
+        code, reason = stream.closed
+        await websocket.close(code, reason)
+    finally:
+        stream.dropped()  # no-op after a stop; else finished in the background

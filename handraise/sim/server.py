@@ -27,11 +27,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServedApp:
-    """An ASGI app served by hypercorn on this loop; ``async with`` starts and stops it."""
+    """An ASGI app served by hypercorn on this loop; ``async with`` starts and stops it.
+
+    The handraise app itself (it carries ``HANDRAISE_SETTINGS``) is served the way
+    ``handraise serve`` serves it: hypercorn for HTTP, the picows media listener for
+    ``/voice/stream``, one port (:mod:`handraise.phone.fastmedia`).
+    """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
                  health_path: str = "/") -> None:
         self.app = app
+        self.settings = getattr(app, "config", {}).get("HANDRAISE_SETTINGS")
         self.host = host
         self.port = port or free_port(host)
         self.health_path = health_path
@@ -43,13 +49,20 @@ class ServedApp:
         return f"http://{self.host}:{self.port}"
 
     async def start(self, timeout: float = 10.0) -> str:  # noqa: ASYNC109
-        config = Config()
-        config.bind = [f"{self.host}:{self.port}"]
-        config.accesslog = None
-        config.errorlog = logging.getLogger("hypercorn.error")
-        config.graceful_timeout = 1.0
-        self._task = asyncio.ensure_future(serve(self.app, config,
-                                                 shutdown_trigger=self._shutdown.wait))
+        if self.settings is not None:
+            from handraise.phone.fastmedia import listening_socket, serve_app
+
+            sock = listening_socket(self.host, self.port)
+            self._task = asyncio.ensure_future(serve_app(
+                self.app, self.settings, [sock], shutdown_trigger=self._shutdown.wait))
+        else:
+            config = Config()
+            config.bind = [f"{self.host}:{self.port}"]
+            config.accesslog = None
+            config.errorlog = logging.getLogger("hypercorn.error")
+            config.graceful_timeout = 1.0
+            self._task = asyncio.ensure_future(serve(self.app, config,
+                                                     shutdown_trigger=self._shutdown.wait))
         deadline = asyncio.get_running_loop().time() + timeout
         async with httpx.AsyncClient(trust_env=False) as client:
             while True:

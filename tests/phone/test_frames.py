@@ -161,3 +161,71 @@ def test_a_room_mapping_the_decoder_refuses_falls_back_to_star_1_and_star_2() ->
 def _audio(digits: str) -> npt.NDArray[np.float64]:
     return np.concatenate([synth.silence(60), synth.dtmf(digits, tone_ms=90, gap_ms=90),
                            synth.silence(200)])
+
+
+# -- the fast path for media frames -------------------------------------------------
+
+
+def _started_reader() -> StreamReader:
+    reader = StreamReader()
+    reader.feed(raw(start()))
+    return reader
+
+
+def _media_text(payload: str, *, sid: str = "MZ" + "a" * 32, track: str = "inbound",
+                separators: tuple[str, str] = (", ", ": ")) -> str:
+    return json.dumps({"event": "media", "sequenceNumber": "4",
+                       "media": {"track": track, "chunk": "2", "timestamp": "5",
+                                 "payload": payload}, "streamSid": sid},
+                      separators=separators)
+
+
+def test_the_fast_path_gives_the_payload_the_full_parser_gives_as_text_or_bytes() -> None:
+    reader = _started_reader()
+    sid = reader.stream_sid
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 3, 159, 160, 161, 1600):
+        payload = rng.integers(0, 256, size=size, dtype=np.uint8).tobytes()
+        text = base64.b64encode(payload).decode()
+        for separators in ((", ", ": "), (",", ":")):
+            message = _media_text(text, sid=sid, separators=separators)
+            full = parse_message(message)
+            assert isinstance(full, Media) and full.payload == payload
+            assert reader.media_payload(message) == payload
+            assert reader.media_payload(message.encode()) == payload
+
+
+@pytest.mark.parametrize("case", [
+    "bad padding", "bad character", "empty", "too long", "other stream", "outbound track",
+    "escaped key", "extra key"])
+def test_the_fast_path_leaves_anything_unusual_to_the_strict_parser(case: str) -> None:
+    reader = _started_reader()
+    sid = reader.stream_sid
+    good = base64.b64encode(bytes(160)).decode()
+    message = {
+        "bad padding": _media_text(good[:-1], sid=sid),
+        "bad character": _media_text(good[:-4] + "!!!!", sid=sid),
+        "empty": _media_text("", sid=sid),
+        "too long": _media_text(base64.b64encode(bytes(1601)).decode(), sid=sid),
+        "other stream": _media_text(good, sid="MZ" + "b" * 32),
+        "outbound track": _media_text(good, sid=sid, track="outbound"),
+        "escaped key": _media_text(good, sid=sid).replace('"event"', '"\\u0065vent"'),
+        "extra key": _media_text(good, sid=sid)[:-1] + ', "x": 1}',
+    }[case]
+    assert reader.media_payload(message) is None
+    if case in ("outbound track", "escaped key", "extra key"):
+        assert isinstance(reader.feed(message), Media)  # valid, just not the usual shape
+    else:
+        with pytest.raises(FrameError):
+            reader.feed(message)
+
+
+def test_the_fast_path_takes_no_frame_before_start_or_after_stop() -> None:
+    reader = StreamReader()
+    message = _media_text(base64.b64encode(bytes(160)).decode())
+    assert reader.media_payload(message) is None
+    reader.feed(raw(start()))
+    reader.feed(json.dumps({"event": "stop", "streamSid": reader.stream_sid,
+                            "sequenceNumber": "9"}))
+    assert reader.media_payload(_media_text(base64.b64encode(bytes(160)).decode(),
+                                            sid=reader.stream_sid)) is None

@@ -1,0 +1,227 @@
+"""Keypad listening for every stream of a process: one detector call per 20 ms tick.
+
+Pure: no Quart, no Redis, no clock (the caller calls :meth:`KeypadBank.tick` every 20 ms).
+
+A :class:`KeypadListener` is one stream's key decoder and self-test counts. A
+:class:`KeypadBank` holds the listeners of every open stream in one
+:class:`~handraise.dsp.dtmf.DetectorBank`: a frame that arrives is only queued
+(:meth:`~KeypadBank.push`, no numpy), and each tick feeds one frame of every stream that
+has one to a single :meth:`~handraise.dsp.dtmf.DetectorBank.feed_rows` call. So:
+
+* a stream whose frame is late or missing is simply not in this tick; the others go on,
+  and its own audio stays contiguous (the bank moves it to the tick's clock exactly);
+* a stream that is behind (frames bunched up by the network) gets up to
+  :data:`CATCH_UP` extra passes per tick with only the streams that are behind;
+* a stream that floods keeps at most :data:`MAX_QUEUED` frames (1 s): older ones are
+  dropped and counted, so it cannot slow the others down;
+* a stream joining or leaving mid-tick takes or frees a slot; :meth:`~KeypadBank.leave`
+  feeds what the stream still had queued and ends a key still sounding;
+* the events of each stream are those a :class:`~handraise.dsp.dtmf.DtmfDetector` gives
+  for the same frames (tests/phone/test_keypad.py checks it).
+
+Frames of another size than 160 bytes (Twilio's is 160; the detector needs none) are cut
+into 160-byte frames per stream; at most 159 bytes (under 20 ms) at the very end of such
+a stream are never fed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..dsp.dtmf import DetectorBank, DigitEvent, DigitStart, DtmfDetector
+from .frames import FRAME_BYTES
+from .keys import DEFAULT_COMMANDS, KeyCommand, KeyDecoder
+
+__all__ = ["CATCH_UP", "MAX_QUEUED", "KeypadBank", "KeypadListener", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 50
+"""Frames (1 s) a stream may have waiting; beyond, its oldest are dropped."""
+CATCH_UP = 4
+"""Extra passes per tick for streams with frames bunched up (so they catch up in time)."""
+
+Outcome = tuple[list[KeyCommand], bool]
+"""(commands completed, True if this was the first key tone of the stream)."""
+
+
+class KeypadListener:
+    """Key decoder of one stream, plus its self-test counts.
+
+    Parameters
+    ----------
+    commands : mapping of str to str
+        Key sequence -> command name (the room's ``raise_keys``/``lower_keys``).
+    label : str
+        Names the stream in log lines (room and participant ids).
+
+    Notes
+    -----
+    :meth:`feed` runs a detector of its own (one stream, one frame at a time: the
+    reference the bank is tested against); in a :class:`KeypadBank` the bank detects and
+    calls :meth:`take`.
+    """
+
+    def __init__(self, commands: Mapping[str, str] = DEFAULT_COMMANDS, *, label: str = "") -> None:
+        self.label = label
+        try:
+            self.decoder = KeyDecoder(commands, label=label)
+        except ValueError as exc:
+            log.warning("keypad %s: room key mapping unusable (%s); using *1 / *2", label, exc)
+            self.decoder = KeyDecoder(DEFAULT_COMMANDS, label=label)
+        self.detector: DtmfDetector | None = None
+        self.frames = 0
+        self.dropped = 0
+        self.digits = 0
+        self.tones_seen = False
+
+    def feed(self, payload: bytes) -> Outcome:
+        """One frame of mu-law through this listener's own detector."""
+        if self.detector is None:
+            self.detector = DtmfDetector()
+        self.frames += 1
+        return self.take(self.detector.feed(payload))
+
+    def flush(self) -> Outcome:
+        """End of the stream (own detector): a key still sounding ends here."""
+        if self.detector is None:
+            return [], False
+        return self.take(self.detector.flush())
+
+    def take(self, events: list[DigitStart | DigitEvent]) -> Outcome:
+        """Decode detector events of this stream, in order."""
+        first = bool(events) and not self.tones_seen
+        commands = []
+        for event in events:
+            self.tones_seen = True
+            if isinstance(event, DigitEvent):
+                self.digits += 1
+            command = self.decoder.feed(event)
+            if command is not None:
+                commands.append(command)
+        return commands, first
+
+
+class KeypadBank:
+    """The listeners of every open stream, detected together once per tick.
+
+    Parameters
+    ----------
+    capacity : int
+        Slots to start with; the bank doubles when full.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._bank = DetectorBank(capacity)
+        self._listeners: list[KeypadListener | None] = [None] * capacity
+        self._queues: list[deque[bytes]] = [deque() for _ in range(capacity)]
+        self._odd: dict[int, bytearray] = {}
+        self._free = list(range(capacity - 1, -1, -1))
+        self._ready: set[int] = set()
+        self.ticks = 0
+
+    @property
+    def streams(self) -> int:
+        """Open streams."""
+        return len(self._listeners) - len(self._free)
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for a tick, over all streams (the backlog)."""
+        return sum(len(self._queues[s]) for s in self._ready)
+
+    def join(self, listener: KeypadListener) -> int:
+        """Give ``listener`` a slot; returns it (the handle for push and leave)."""
+        if not self._free:
+            old = len(self._listeners)
+            self._bank.grow(2 * old)
+            self._listeners += [None] * old
+            self._queues += [deque() for _ in range(old)]
+            self._free = list(range(2 * old - 1, old - 1, -1))
+        slot = self._free.pop()
+        self._bank.reset(slot)
+        self._listeners[slot] = listener
+        return slot
+
+    def push(self, slot: int, payload: bytes) -> None:
+        """Queue one frame of mu-law for ``slot`` (cheap: no detection here)."""
+        listener = self._listeners[slot]
+        if listener is None:
+            return
+        listener.frames += 1
+        queue = self._queues[slot]
+        if len(payload) == FRAME_BYTES and slot not in self._odd:
+            queue.append(payload)
+        else:
+            buf = self._odd.setdefault(slot, bytearray())
+            buf += payload
+            while len(buf) >= FRAME_BYTES:
+                queue.append(bytes(buf[:FRAME_BYTES]))
+                del buf[:FRAME_BYTES]
+        if len(queue) > MAX_QUEUED:
+            for _ in range(len(queue) - MAX_QUEUED):
+                queue.popleft()
+                listener.dropped += 1
+        if queue:
+            self._ready.add(slot)
+
+    def tick(self) -> list[tuple[int, Outcome]]:
+        """Detect one frame of every stream that has one (plus catch-up passes).
+
+        Returns
+        -------
+        outcomes : list of (int, (commands, first))
+            Slot and outcome, only for streams whose events completed a command or held their first tone.
+        """
+        self.ticks += 1
+        if not self._ready:
+            return []
+        # The first pass runs at the tick's clock; catch-up passes at their rows' own.
+        clock: int | None = FRAME_BYTES * self.ticks
+        out: dict[int, list[DigitStart | DigitEvent]] = {}
+        for _ in range(1 + CATCH_UP):
+            rows = list(self._ready)
+            if not rows:
+                break
+            queues = self._queues
+            data = b"".join([queues[s].popleft() for s in rows])
+            self._ready = {s for s in rows if queues[s]}
+            frames = np.frombuffer(data, dtype=np.uint8).reshape(len(rows), FRAME_BYTES)
+            for slot, event in self._bank.feed_rows(rows, frames, clock=clock):
+                out.setdefault(slot, []).append(event)
+            clock = None
+        return self._outcomes(out)
+
+    def leave(self, slot: int) -> Outcome:
+        """The stream ended: feed what it still had queued, end its key, free the slot."""
+        listener = self._listeners[slot]
+        if listener is None:
+            return [], False
+        events: list[DigitStart | DigitEvent] = []
+        queue = self._queues[slot]
+        while queue:
+            frame = np.frombuffer(queue.popleft(), dtype=np.uint8)[None, :]
+            events += [e for _, e in self._bank.feed_rows([slot], frame)]
+        events += [e for _, e in self._bank.flush([slot])]
+        self._ready.discard(slot)
+        self._odd.pop(slot, None)
+        self._listeners[slot] = None
+        self._free.append(slot)
+        return listener.take(events)
+
+    def _outcomes(
+        self, events: dict[int, list[DigitStart | DigitEvent]]
+    ) -> list[tuple[int, Outcome]]:
+        out = []
+        for slot, evs in events.items():
+            listener = self._listeners[slot]
+            if listener is None:
+                continue
+            commands, first = listener.take(evs)
+            if commands or first:
+                out.append((slot, (commands, first)))
+        return out
