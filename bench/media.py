@@ -1,18 +1,27 @@
-"""Media Streams CPU cost: what one 20 ms frame costs the in-call keypad path.
+"""Media Streams at scale: ``handraise serve`` fed like Twilio feeds it, callers pressing *1.
 
-1. In process, pure: parse the JSON message (``StreamReader``), decode base64, run the DTMF
-   detector and the key decoder (``KeypadListener``) — the per-frame work of
-   ``/voice/stream``.
-2. Through the served handler: ``handraise serve`` in its own process, N signed WebSocket
-   streams sending frames as fast as the server takes them; the server's CPU time
-   (``/proc/<pid>/stat``) per frame, from the ``start`` to every stream's ``stop``.
+1. In process: what one 20 ms frame costs the keypad path per stream, without sockets:
+   the fast frame path (``StreamReader.media_payload``), queueing (``KeypadBank.push``)
+   and the batched detector tick, at the run's stream counts.
+2. Served: ``handraise serve`` in its own process (pinned to core 0 with ``--workers 1``),
+   N signed WebSocket streams from a load generator in another process pinned to core 1
+   (picows on uvloop). Every stream sends one 160-byte frame every 20 ms, the streams'
+   phases spread over the tick, as Twilio does; comfort noise with, at random moments
+   (about one press per stream every ``--press-every`` seconds), a human ``*1``. The bench
+   watches Redis for each raised hand (10 ms polls), lowers it again, and prints:
 
-Audio: comfort noise with speech-like bursts (no keys, so no Redis or REST work per frame;
-keys are rare and their cost is the raise, not the detection).
-Prints microseconds per frame and frames per second per core (a call sends 50 frames a
-second). Never asserts a time.
+   * server CPU (``/proc/<pid>/stat`` of the serve process tree) over the measured window,
+     as % of one core and µs per message;
+   * the generator's sent vs intended message rate and its own lateness (so an overloaded
+     generator is visible, not mistaken for a fast server);
+   * the backlog: bytes waiting unread in the server's sockets (``/proc/net/tcp``), at
+     the start and end of the window;
+   * key release -> hand raised in Redis (the private announcement is requested in the
+     same job), p50/p90/p99/max, and presses answered (each counted once);
+   * server RSS at the start and end of the window, and per stream.
 
-Usage: .venv/bin/python bench/media.py [--frames 5000] [--streams 20]
+Never asserts a time. Usage:
+  .venv/bin/python bench/media.py [--streams 250,1000] [--seconds 30] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -27,37 +36,37 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import argparse
 import asyncio
 import base64
-import importlib.util
+import contextlib
 import json
+import random
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import connect
 
 from handraise.dsp import synth
 from handraise.phone.frames import StreamReader
-from handraise.phone.media import KeypadListener
-from handraise.phone.streams import keypad_checks
+from handraise.phone.keypad import KeypadBank, KeypadListener
+from handraise.phone.streams import note_gather
 from handraise.queue import Queue
 from handraise.rooms import create_room
-from handraise.store import client_from_url, free_port, scratch_redis
+from handraise.store import client_from_url, free_port, key, scratch_redis
 
-# bench/webhooks.py serves the app the same way; it is a script, not a module on the path.
-_spec = importlib.util.spec_from_file_location("bench_webhooks", os.path.join(_HERE, "webhooks.py"))
-assert _spec is not None and _spec.loader is not None
-_webhooks = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_webhooks)
-ACCOUNT_SID: str = _webhooks.ACCOUNT_SID
-TOKEN: str = _webhooks.TOKEN
-served_app = _webhooks.served_app
-
-FRAMES_PER_CALL_S = 50
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+TOKEN = "benchToken0123456789abcdef012345"
+FRAME_S = 0.020
+ROOM_SIZE = 100
 
 
-def audio_frames(n: int, seed: int = 7) -> list[bytes]:
+# --- audio and messages --------------------------------------------------------------
+
+def noise_frames(n: int, seed: int = 7) -> list[bytes]:
     rng = np.random.default_rng(seed)
     parts, total = [], 0
     while total < n * 160:
@@ -67,12 +76,26 @@ def audio_frames(n: int, seed: int = 7) -> list[bytes]:
     return synth.to_frames(np.concatenate(parts))[:n]
 
 
-def messages(frames: list[bytes], sid: str) -> list[str]:
-    return [json.dumps({"event": "media", "sequenceNumber": str(i + 2), "streamSid": sid,
-                        "media": {"track": "inbound", "chunk": str(i + 1),
-                                  "timestamp": str(20 * i),
-                                  "payload": base64.b64encode(f).decode()}})
-            for i, f in enumerate(frames)]
+TONE_MS, GAP_MS = 90.0, 110.0
+ONE_STARTS = int((TONE_MS + GAP_MS) // 20)
+"""Index of the frame in which the ``1`` of ``*1`` starts..."""
+ONE_ENDS = int((2 * TONE_MS + GAP_MS) // 20)
+"""... and of the one in which it ends (the key release)."""
+
+
+def press_frames(seed: int = 3) -> list[bytes]:
+    """``*1`` as a person presses it: 90 ms tones, 110 ms apart."""
+    rng = np.random.default_rng(seed)
+    audio = synth.dtmf("*1", tone_ms=TONE_MS, gap_ms=GAP_MS, level_dbm0=-10.0, rng=rng)
+    return synth.to_frames(audio)
+
+
+def media_message(frame: bytes, sid: str, i: int) -> str:
+    return json.dumps({"event": "media", "sequenceNumber": str(i + 2),
+                       "media": {"track": "inbound", "chunk": str(i + 1),
+                                 "timestamp": str(20 * i),
+                                 "payload": base64.b64encode(frame).decode()},
+                       "streamSid": sid}, separators=(",", ":"))
 
 
 def start_message(sid: str, call_sid: str, room: str, pid: str) -> str:
@@ -84,97 +107,329 @@ def start_message(sid: str, call_sid: str, room: str, pid: str) -> str:
                                                  "channels": 1}}})
 
 
-def report(what: str, seconds: float, frames: int) -> None:
-    us = seconds / frames * 1e6
-    print(f"{what:<46} {us:8.1f} µs/frame  {1e6 / us:9.0f} frames/s/core  "
-          f"= {1e6 / us / FRAMES_PER_CALL_S:6.0f} calls per core in real time")
+# --- 1. in process -------------------------------------------------------------------
 
-
-def bench_pure(n: int) -> None:
-    msgs = messages(audio_frames(n), "MZ" + "1" * 32)
-    reader = StreamReader()
-    reader.feed(start_message("MZ" + "1" * 32, "CA" + "2" * 32, "r", "p"))
-    listener = KeypadListener()
+def bench_pure(streams: int, ticks: int = 250) -> None:
+    frames = noise_frames(ticks)
+    sid = "MZ" + "1" * 32
+    msgs = [media_message(f, sid, i).encode() for i, f in enumerate(frames)]
+    readers, bank, slots = [], KeypadBank(streams), []
+    for _ in range(streams):
+        reader = StreamReader()
+        reader.feed(start_message(sid, "CA" + "2" * 32, "r", "p"))
+        readers.append(reader)
+        slots.append(bank.join(KeypadListener()))
     t0 = time.process_time()
     for raw in msgs:
-        msg = reader.feed(raw)
-        listener.feed(msg.payload)  # type: ignore[union-attr]
-    report("in process: parse + detect + decode", time.process_time() - t0, n)
+        for reader, slot in zip(readers, slots, strict=True):
+            payload = reader.media_payload(raw)
+            assert payload is not None
+            bank.push(slot, payload)
+        bank.tick()
+    total = time.process_time() - t0
     t0 = time.process_time()
     for raw in msgs:
-        reader.feed(raw)
-    report("  of which parsing (JSON, base64, order)", time.process_time() - t0, n)
+        for reader in readers:
+            reader.media_payload(raw)
+    parse = time.process_time() - t0
+    n = ticks * streams
+    print(f"in process, {streams:>4} streams: {total / n * 1e6:5.2f} µs per stream-frame "
+          f"(fast parse + base64 {parse / n * 1e6:4.2f}, queue + batched detection "
+          f"{(total - parse) / n * 1e6:4.2f})")
 
+
+# --- 2. served -------------------------------------------------------------------------
 
 def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (``handraise serve`` may run its server in a child)."""
     out = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            out += _tree(int(child))
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                out += _tree(int(child))
     return out
 
 
 def cpu_seconds(pid: int) -> float:
     total = 0
     for p in _tree(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
-async def bench_served(public: str, server_pid: int, redis_url: str, streams: int, n: int) -> None:
+def rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes received by the server's sockets on ``port`` and not yet read (the backlog)."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+@contextlib.contextmanager
+def served(redis_url: str, port: int, workers: int) -> Iterator[subprocess.Popen[bytes]]:
+    public = f"http://127.0.0.1:{port}"
+    env = os.environ | {
+        "HANDRAISE_PUBLIC_URL": public, "HANDRAISE_REDIS_URL": redis_url,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": TOKEN,
+        # Nothing listens here: each announcement request fails at once (and is logged).
+        "HANDRAISE_TWILIO_API_URL": "http://127.0.0.1:9",
+        "HANDRAISE_SECRET_KEY": "bench-secret-key-0123456789", "HANDRAISE_HOST_PASSWORD": "benchpass",
+        "HANDRAISE_LOG_LEVEL": "ERROR",
+    }
+    pin = ["taskset", "-c", "0"] if workers == 1 else []
+    proc = subprocess.Popen([*pin, sys.executable, "-m", "handraise", "serve", "--port", str(port),
+                             "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(public + "/healthz", timeout=1.0)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("handraise serve did not start") from None
+                time.sleep(0.05)  # waiting for a process to listen; nothing to wait on
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _watch_hands(redis_url: str, rooms: dict[str, list[str]], until: float,
+                       seen: list[tuple[str, float]]) -> None:
     redis = client_from_url(redis_url)
-    room = (await create_room(redis, "Media bench")).room
     queue = Queue(redis)
-    frames = audio_frames(n)
-    url = public.replace("http://", "ws://") + "/voice/stream"
-    headers = {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, {})}
-    plans = []
+    try:
+        while time.time() < until:
+            async with redis.pipeline(transaction=False) as pipe:
+                for room in rooms:
+                    pipe.zrange(key(room, "hands"), 0, -1)
+                raised = await pipe.execute()
+            now = time.time()
+            for room, pids in zip(rooms, raised, strict=True):
+                for pid in pids:
+                    seen.append((pid, now))
+                    await queue.lower_hand(room, pid, by="host")
+            await asyncio.sleep(0.01)
+    finally:
+        await redis.aclose()
+
+
+async def _setup(redis_url: str, streams: int) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    redis = client_from_url(redis_url)
+    queue = Queue(redis)
+    rooms: dict[str, list[str]] = {}
+    plan = []
+    room = ""
     for i in range(streams):
-        call_sid, sid = f"CA{i:032x}", f"MZ{i:032x}"
-        pid = await queue.join(room.id, call_sid=call_sid, label=f"bench{i}")
-        plans.append((sid, start_message(sid, call_sid, room.id, pid), messages(frames, sid)))
-
-    async def one(sid: str, start: str, media: list[str]) -> None:
-        async with connect(url, additional_headers=headers, proxy=None, compression=None) as ws:
-            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            await ws.send(start)
-            for raw in media:
-                await ws.send(raw)
-            await ws.send(json.dumps({"event": "stop", "sequenceNumber": str(n + 2),
-                                      "streamSid": sid, "stop": {"callSid": "", "accountSid": ""}}))
-            await ws.wait_closed()
-
-    before = cpu_seconds(server_pid)
-    t0 = time.perf_counter()
-    await asyncio.gather(*(one(*plan) for plan in plans))
-    for _ in range(1200):  # the server's last write per stream; polled, 60 s deadline
-        if sum(c.stopped for c in await keypad_checks(redis, room.id)) >= streams:
-            break
-        await asyncio.sleep(0.05)
-    wall = time.perf_counter() - t0
-    cpu = cpu_seconds(server_pid) - before
+        if i % ROOM_SIZE == 0:
+            room = (await create_room(redis, f"Bench {i // ROOM_SIZE}")).room.id
+            rooms[room] = []
+        call_sid = f"CA{i:032x}"
+        pid = await queue.join(room, call_sid=call_sid, label=f"bench{i}")
+        # As the pre-join Gather leaves it: keys from now on are pressed in the conference.
+        await note_gather(redis, room, pid, "")
+        rooms[room].append(pid)
+        plan.append({"sid": f"MZ{i:032x}", "call_sid": call_sid, "room": room, "pid": pid})
     await redis.aclose()
-    total = streams * n
-    report(f"served: {streams} streams x {n} frames (server CPU)", cpu, total)
-    print(f"{'':<46} wall {wall:.2f} s, {total / wall:.0f} frames/s delivered")
+    return rooms, plan
+
+
+def bench_served(streams: int, seconds: float, workers: int, press_every: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp, scratch_redis(Path(tmp)) as redis_url:
+        port = free_port()
+        rooms, plan = asyncio.run(_setup(redis_url, streams))
+        url = f"ws://127.0.0.1:{port}/voice/stream"
+        rng = random.Random(5)
+        warmup = 4.0
+        for p in plan:  # press moments (s after the start), none in the warm-up
+            t, presses = warmup, []
+            while True:
+                t += rng.expovariate(1.0 / press_every)
+                if t > warmup + seconds - 2.0:
+                    break
+                presses.append(t)
+            p["presses"] = presses  # type: ignore[assignment]
+        plan_file = Path(tmp) / "plan.json"
+        out_file = Path(tmp) / "out.json"
+        with served(redis_url, port, workers) as proc:
+            t0 = time.time() + 2.0 + streams / 1000
+            plan_file.write_text(json.dumps({
+                "url": url, "signature": RequestValidator(TOKEN).compute_signature(url, {}),
+                "t0": t0, "seconds": warmup + seconds, "streams": plan}))
+            gen = subprocess.Popen(["taskset", "-c", "1", sys.executable, __file__, "--generate",
+                                    str(plan_file), str(out_file)])
+            seen: list[tuple[str, float]] = []
+
+            async def measure() -> dict[str, float]:
+                watcher = asyncio.ensure_future(
+                    _watch_hands(redis_url, rooms, t0 + warmup + seconds + 3.0, seen))
+                await asyncio.sleep(max(0.0, t0 + warmup - time.time()))
+                c0, m0, b0 = cpu_seconds(proc.pid), rss_mb(proc.pid), unread_bytes(port)
+                w0 = time.time()
+                await asyncio.sleep(seconds)
+                c1, m1, b1 = cpu_seconds(proc.pid), rss_mb(proc.pid), unread_bytes(port)
+                w1 = time.time()
+                await watcher
+                return {"cpu": c1 - c0, "wall": w1 - w0, "rss0": m0, "rss1": m1,
+                        "backlog0": b0, "backlog1": b1}
+
+            m = asyncio.run(measure())
+            gen.wait()
+        out = json.loads(out_file.read_text())
+    releases: dict[str, list[list[float]]] = out["releases"]
+    by_pid: dict[str, list[float]] = {}
+    for pid, when in seen:
+        by_pid.setdefault(pid, []).append(when)
+    latencies, from_start, answered, extra = [], [], 0, 0
+    for pid, rel in releases.items():
+        hands = sorted(by_pid.get(pid, []))
+        for one_start, release in sorted(rel):
+            if not release:
+                continue  # the run ended mid-press
+            # the first hand seen after the 1 of this press began
+            hit = next((h for h in hands if h >= one_start), None)
+            if hit is not None:
+                hands.remove(hit)
+                latencies.append((hit - release) * 1000)
+                from_start.append((hit - one_start) * 1000)
+                answered += 1
+        extra += len(hands)
+    presses = sum(1 for r in releases.values() for _, release in r if release)
+    msgs = streams / FRAME_S * m["wall"]
+    lat = np.array(latencies) if latencies else np.array([float("nan")])
+    lat0 = np.array(from_start) if from_start else np.array([float("nan")])
+    print(f"served, {streams:>4} streams, --workers {workers}"
+          f"{' (serve pinned to core 0)' if workers == 1 else ' (unpinned)'}, "
+          f"{seconds:.0f} s window:")
+    print(f"  server CPU {m['cpu'] / m['wall'] * 100:5.1f} % of a core, "
+          f"{m['cpu'] / msgs * 1e6:5.2f} µs per message")
+    print(f"  generator: sent {out['sent_rate']:.0f} msg/s of {out['intended_rate']:.0f} intended "
+          f"({out['sent_rate'] / out['intended_rate'] * 100:.1f} %), its lateness p99 "
+          f"{out['late_p99_ms']:.1f} ms")
+    print(f"  backlog unread in server sockets: {m['backlog0']} B at start, "
+          f"{m['backlog1']} B at end")
+    print(f"  key release -> hand in Redis: p50 {np.percentile(lat, 50):.0f} ms, "
+          f"p90 {np.percentile(lat, 90):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms, "
+          f"max {lat.max():.0f} ms; {answered}/{presses} presses answered, "
+          f"{extra} hands without a press")
+    print(f"  tone of the 1 starts -> hand in Redis: p50 {np.percentile(lat0, 50):.0f} ms, "
+          f"p99 {np.percentile(lat0, 99):.0f} ms (the raise fires while the key is held, so "
+          f"release -> hand is negative when it is answered before the release)")
+    print(f"  server RSS {m['rss0']:.0f} MB -> {m['rss1']:.0f} MB over the window "
+          f"({m['rss1'] * 1024 / streams:.0f} kB per stream in all)")
+
+
+# --- the load generator (a separate process on the other core) ----------------------
+
+def generate(plan_file: str, out_file: str) -> None:
+    import picows
+    import uvloop
+
+    plan = json.loads(Path(plan_file).read_text())
+    noise = noise_frames(500)
+    tone = press_frames()
+
+    class Quiet(picows.WSListener):  # type: ignore[misc]
+        pass
+
+    async def one(i: int, s: dict[str, Any], stats: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        headers = {"X-Twilio-Signature": plan["signature"]}
+        t0 = plan["t0"] + (i % 50) * FRAME_S / 50 + (i // 50) * 1e-5
+        await asyncio.sleep(max(0.0, t0 - 1.0 - time.time()))
+        transport, _ = await picows.ws_connect(Quiet, plan["url"], extra_headers=headers)
+        transport.send(picows.WSMsgType.TEXT, json.dumps(
+            {"event": "connected", "protocol": "Call", "version": "1.0.0"}).encode())
+        transport.send(picows.WSMsgType.TEXT, start_message(
+            s["sid"], s["call_sid"], s["room"], s["pid"]).encode())
+        presses = list(s["presses"])
+        releases = stats["releases"].setdefault(s["pid"], [])
+        pressing: list[bytes] = []
+        tone_at = 0
+        n = int(plan["seconds"] / FRAME_S)
+        offset = t0 - time.time() + loop.time()
+        for k in range(n):
+            due = offset + k * FRAME_S
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                stats["late"].append(-delay)
+            if presses and k * FRAME_S >= presses[0]:
+                presses.pop(0)
+                pressing, tone_at = list(tone), 0
+            if pressing:
+                frame = pressing.pop(0)
+                if tone_at == ONE_STARTS:
+                    releases.append([time.time(), 0.0])
+                elif tone_at == ONE_ENDS:
+                    releases[-1][1] = time.time() + 0.010  # mid-frame
+                tone_at += 1
+            else:
+                frame = noise[(k + i) % len(noise)]
+            transport.send(picows.WSMsgType.TEXT, media_message(frame, s["sid"], k).encode())
+            stats["sent"] += 1
+        transport.send(picows.WSMsgType.TEXT, json.dumps(
+            {"event": "stop", "sequenceNumber": str(n + 2), "streamSid": s["sid"],
+             "stop": {"accountSid": ACCOUNT_SID, "callSid": s["call_sid"]}}).encode())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(transport.wait_disconnected(), 5)
+        transport.disconnect()
+
+    async def main() -> None:
+        stats: dict[str, Any] = {"sent": 0, "late": [0.0], "releases": {}}
+        started = time.time()
+        await asyncio.gather(*(one(i, s, stats) for i, s in enumerate(plan["streams"])))
+        stats["wall"] = time.time() - max(started, plan["t0"])
+        result.update(stats)
+
+    result: dict[str, Any] = {}
+    uvloop.run(main())
+    Path(out_file).write_text(json.dumps({
+        "sent_rate": result["sent"] / plan["seconds"],
+        "intended_rate": len(plan["streams"]) / FRAME_S, "wall": result["wall"],
+        "late_p99_ms": float(np.percentile(result["late"], 99)) * 1000,
+        "releases": result["releases"]}))
 
 
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--generate":
+        generate(sys.argv[2], sys.argv[3])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=5000)
-    parser.add_argument("--streams", type=int, default=20)
+    parser.add_argument("--streams", default="250,1000", help="comma-separated stream counts")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--press-every", type=float, default=15.0,
+                        help="mean seconds between presses of one caller")
+    parser.add_argument("--skip-pure", action="store_true")
     args = parser.parse_args()
-    bench_pure(args.frames)
-    with tempfile.TemporaryDirectory() as tmp, scratch_redis(Path(tmp)) as redis_url, \
-            served_app(redis_url, free_port()) as public:
-        me = os.getpid()
-        children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
-        server = next(int(c) for c in children
-                      if b"handraise\x00serve" in Path(f"/proc/{c}/cmdline").read_bytes())
-        asyncio.run(bench_served(public, server, redis_url, args.streams,
-                                 max(500, args.frames // 5)))
+    counts = [int(x) for x in args.streams.split(",")]
+    if not args.skip_pure:
+        for n in counts:
+            bench_pure(n)
+    for workers in (int(x) for x in args.workers.split(",")):
+        for n in counts:
+            bench_served(n, args.seconds, workers, args.press_every)
 
 
 if __name__ == "__main__":
