@@ -15,6 +15,7 @@ from quart import Quart, jsonify
 from .config import Settings
 from .errors import HandraiseError
 from .events import REDIS_ERRORS, EventHub
+from .hooks import HookWorker
 from .phone.control import HostControls, TwilioControl
 from .phone.twiml import PhoneUrls
 from .queue import Queue
@@ -82,6 +83,10 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
             settings=settings, redis=client, queue=queue, hub=hub, twilio=twilio, urls=urls,
             host=HostControls(queue, twilio, urls),
         )
+        # Outbound events (webhooks) are sent while the app serves.
+        hooks = HookWorker(client)
+        hooks.start()
+        stack.push_async_callback(hooks.stop)
 
     @app.after_serving
     async def stop_services() -> None:

@@ -1,4 +1,4 @@
-"""The ``handraise`` command: serve, demo, rooms."""
+"""The ``handraise`` command: serve, demo, rooms, tokens, hooks."""
 
 from __future__ import annotations
 
@@ -139,6 +139,103 @@ async def _rooms_close(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- tokens and hooks ---------------------------------------------------------------------
+
+def _when(ms: int | None) -> str:
+    from .hooks import rfc3339
+
+    return rfc3339(ms) if ms else "never"
+
+
+async def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+    from .tokens import create_token
+
+    async with connect(settings) as redis:
+        secret, token = await create_token(redis, args.name, room=args.room, rate_per_min=args.rate)
+    if args.json:
+        print(json.dumps({**token.to_dict(), "token": secret}, indent=2))
+        return 0
+    scope = f" (room {token.room} only)" if token.room else ""
+    print(f"Token {token.id} created: {token.name}{scope}")
+    print(f"  {secret}")
+    print("  Shown only now: keep it (only its hash is stored). Send it as:")
+    print(f"  Authorization: Bearer {secret}")
+    return 0
+
+
+async def _tokens_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .tokens import list_tokens
+
+    async with connect(settings) as redis:
+        tokens = await list_tokens(redis)
+    if args.json:
+        print(json.dumps([t.to_dict() for t in tokens], indent=2))
+        return 0
+    if not tokens:
+        print("No tokens yet. Create one with: handraise tokens create --name NAME [--room ROOM]")
+        return 0
+    print(f"{'TOKEN':<10} {'ROOM':<13} {'RATE/MIN':>8}  {'LAST USED':<24} NAME")
+    for t in tokens:
+        print(f"{t.id:<10} {t.room or '(all)':<13} {t.rate_per_min:>8}  {_when(t.last_used_at):<24} {t.name}")
+    return 0
+
+
+async def _tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from .tokens import revoke_token
+
+    async with connect(settings) as redis:
+        token = await revoke_token(redis, args.token)
+    print(f"Token {token.id} ({token.name}) revoked: it stops working now.")
+    return 0
+
+
+async def _hooks_add(settings: Settings, args: argparse.Namespace) -> int:
+    from .hooks import add_hook, check_events
+
+    async with connect(settings) as redis:
+        hook = await add_hook(redis, args.url, room=args.room, events=check_events(args.events or []))
+    if args.json:
+        print(json.dumps({**hook.to_dict(), "secret": hook.secret}, indent=2))
+        return 0
+    print(f"Hook {hook.id} added: {hook.url}")
+    print(f"  room: {hook.room or '(all rooms)'}; events: {','.join(hook.events) or '(all)'}")
+    print(f"  signing secret: {hook.secret}   (shown only now; the receiver checks")
+    print("  the Handraise-Signature header with it: see the README)")
+    return 0
+
+
+async def _hooks_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .hooks import list_hooks, pending
+
+    async with connect(settings) as redis:
+        hooks = await list_hooks(redis)
+        waiting = {h.id: await pending(redis, h.id) for h in hooks}
+    if args.json:
+        print(json.dumps([{**h.to_dict(), "pending": waiting[h.id]} for h in hooks], indent=2))
+        return 0
+    if not hooks:
+        print("No hooks yet. Add one with: handraise hooks add URL [--room ROOM] [--events ...]")
+        return 0
+    from .hooks import describe_status
+
+    for h in hooks:
+        print(f"{h.id}  {h.url}")
+        print(f"    room: {h.room or '(all rooms)'}; events: {','.join(h.events) or '(all)'}; "
+              f"pending: {waiting[h.id]}; delivered: {h.status.get('delivered', '0')}; "
+              f"dropped: {h.status.get('dropped', '0')}")
+        print(f"    last delivery: {describe_status(h.status)}")
+    return 0
+
+
+async def _hooks_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from .hooks import remove_hook
+
+    async with connect(settings) as redis:
+        hook = await remove_hook(redis, args.hook)
+    print(f"Hook {hook.id} removed ({hook.url}); its pending deliveries are dropped.")
+    return 0
+
+
 # --- serve / demo ------------------------------------------------------------------------
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -194,6 +291,31 @@ def build_parser() -> argparse.ArgumentParser:
     p_show.add_argument("--json", action="store_true")
     p_close = rsub.add_parser("close", help="close a room: its codes stop working")
     p_close.add_argument("room")
+
+    p_tokens = sub.add_parser("tokens", help="create, list and revoke JSON API tokens")
+    tsub = p_tokens.add_subparsers(dest="tokens_command", required=True)
+    p_tcreate = tsub.add_parser("create", help="create a bearer token and print it (once)")
+    p_tcreate.add_argument("--name", required=True, help="who or what uses it, e.g. chat-bridge")
+    p_tcreate.add_argument("--room", help="limit the token to this room")
+    p_tcreate.add_argument("--rate", type=int, default=600, help="requests per minute (default 600)")
+    p_tcreate.add_argument("--json", action="store_true")
+    p_tlist = tsub.add_parser("list", help="list tokens (never the secrets)")
+    p_tlist.add_argument("--json", action="store_true")
+    p_trevoke = tsub.add_parser("revoke", help="revoke a token: it stops working at once")
+    p_trevoke.add_argument("token", help="the token's id (or its name)")
+
+    p_hooks = sub.add_parser("hooks", help="add, list and remove outbound event receivers (webhooks)")
+    hsub = p_hooks.add_subparsers(dest="hooks_command", required=True)
+    p_hadd = hsub.add_parser("add", help="POST each room event, signed, to URL")
+    p_hadd.add_argument("url")
+    p_hadd.add_argument("--room", help="only this room's events")
+    p_hadd.add_argument("--events", nargs="+", metavar="TYPE",
+                        help="only these event types, e.g. hand_raised hand_lowered speaker_called")
+    p_hadd.add_argument("--json", action="store_true")
+    p_hlist = hsub.add_parser("list", help="hooks with their last delivery and what is pending")
+    p_hlist.add_argument("--json", action="store_true")
+    p_hremove = hsub.add_parser("remove", help="stop sending to a hook")
+    p_hremove.add_argument("hook")
     return parser
 
 
@@ -205,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
              "HANDRAISE_SECRET_KEY", "HANDRAISE_HOST_PASSWORD")
             if args.command == "serve" else ()
         )
-        quiet = args.command == "rooms" and "HANDRAISE_LOG_LEVEL" not in os.environ
+        quiet = args.command in {"rooms", "tokens", "hooks"} and "HANDRAISE_LOG_LEVEL" not in os.environ
         logging.basicConfig(
             level="WARNING" if quiet else settings.log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -219,14 +341,20 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_demo(settings, host=args.host, port=args.port,
                                  callers=not args.no_callers))
             return 0
-        handlers: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-            "create": _rooms_create, "list": _rooms_list, "show": _rooms_show,
-            "close": _rooms_close,
+        handlers: dict[tuple[str, str], Callable[[Settings, argparse.Namespace],
+                                                  Coroutine[Any, Any, int]]] = {
+            ("rooms", "create"): _rooms_create, ("rooms", "list"): _rooms_list,
+            ("rooms", "show"): _rooms_show, ("rooms", "close"): _rooms_close,
+            ("tokens", "create"): _tokens_create, ("tokens", "list"): _tokens_list,
+            ("tokens", "revoke"): _tokens_revoke,
+            ("hooks", "add"): _hooks_add, ("hooks", "list"): _hooks_list,
+            ("hooks", "remove"): _hooks_remove,
         }
-        handler = handlers[args.rooms_command]
+        subcommand = getattr(args, f"{args.command}_command")
+        handler = handlers[(args.command, subcommand)]
         started = time.monotonic()
         code = asyncio.run(handler(settings, args))
-        log.debug("rooms %s took %.2fs", args.rooms_command, time.monotonic() - started)
+        log.debug("%s %s took %.2fs", args.command, subcommand, time.monotonic() - started)
         return code
     except ConfigError as exc:
         print(f"handraise: {exc}", file=sys.stderr)

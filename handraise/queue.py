@@ -22,8 +22,8 @@ from .events import LUA_EMIT, encode_changes
 from .rooms import DEFAULT_MAXLEN, Role, new_id
 from .store import Redis, key
 
-Source = Literal["keypad", "web", "prompt", "host"]
-SOURCES: tuple[Source, ...] = ("keypad", "web", "prompt", "host")
+Source = Literal["keypad", "web", "prompt", "host", "api"]
+SOURCES: tuple[Source, ...] = ("keypad", "web", "prompt", "host", "api")
 Channel = Literal["phone", "web"]
 #: Longest name a host may give; a caller naming themselves gets fewer (web/participant.py).
 NAME_MAX = 60

@@ -20,6 +20,7 @@ def clock(ms: int | float) -> str:
 
 
 def init_web(app: Quart) -> None:
+    from .api import bp as api_bp
     from .auth import bp as auth_bp
     from .host import bp as host_bp
     from .participant import bp as participant_bp
@@ -28,4 +29,5 @@ def init_web(app: Quart) -> None:
     app.add_template_filter(clock)
     app.register_blueprint(auth_bp)
     app.register_blueprint(host_bp)
+    app.register_blueprint(api_bp)
     app.register_blueprint(participant_bp)
