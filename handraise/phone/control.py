@@ -549,3 +549,25 @@ class HostControls:
                 removed += await forget_participant(self.queue, room, p.id, reason="gone")
         log.info("room %s: reconciled with Twilio (%d added, %d removed)", room, added, removed)
         return ActionResult(True, f"Reconciled with Twilio: {added} added, {removed} removed.")
+
+
+RoomAction = Callable[[HostControls, str], Awaitable[ActionResult]]
+ParticipantAction = Callable[[HostControls, str, str], Awaitable[ActionResult]]
+
+#: The host's room-wide buttons by the name the dashboard and the API give them in URLs.
+ROOM_ACTIONS: dict[str, RoomAction] = {
+    "call-next": lambda h, r: h.call_on(r),
+    "done": lambda h, r: h.done(r),
+    "lower-all": lambda h, r: h.lower_all(r),
+    "mute-all": lambda h, r: h.mute_all(r),
+    "end": lambda h, r: h.end_conference(r),
+}
+#: The host's buttons for one participant (rename also takes the new name).
+PARTICIPANT_ACTIONS: dict[str, ParticipantAction] = {
+    "call-on": lambda h, r, p: h.call_on(r, p),
+    "lower": lambda h, r, p: h.lower_hand(r, p),
+    "mute": lambda h, r, p: h.mute(r, p),
+    "unmute": lambda h, r, p: h.unmute(r, p),
+    "prompt": lambda h, r, p: h.prompt(r, p),
+    "remove": lambda h, r, p: h.remove(r, p),
+}

@@ -59,7 +59,13 @@ from ..events import (
     sse_comment,
 )
 from ..hooks import describe_event, rfc3339
-from ..phone.control import ActionResult, HostControls
+from ..phone.control import (
+    PARTICIPANT_ACTIONS,
+    ROOM_ACTIONS,
+    ActionResult,
+    ParticipantAction,
+    RoomAction,
+)
 from ..queue import Participant, RoomState
 from ..rooms import Room, close_room, create_room, get_room, list_rooms
 from ..store import key
@@ -679,30 +685,22 @@ async def _outcome(result: ActionResult) -> dict[str, Any]:
                      participant=result.participant)
 
 
-RoomAction = Callable[[HostControls, str], Awaitable[ActionResult]]
-ParticipantAction = Callable[[HostControls, str, str], Awaitable[ActionResult]]
-
-ROOM_ACTIONS: list[tuple[str, str, str, RoomAction]] = [
-    ("call-next", "call_next", "Call on the first raised hand: unmute them, make them the speaker.",
-     lambda h, r: h.call_on(r)),
-    ("done", "done", "End the speaker's turn: mute them again.", lambda h, r: h.done(r)),
-    ("lower-all", "lower_all_hands", "Lower every raised hand.", lambda h, r: h.lower_all(r)),
-    ("mute-all", "mute_all", "Mute every caller except hosts; the speaker's turn ends.",
-     lambda h, r: h.mute_all(r)),
-    ("end", "end_conference", "End the conference for everyone (the room stays open).",
-     lambda h, r: h.end_conference(r)),
-]
-PARTICIPANT_ACTIONS: list[tuple[str, str, str, ParticipantAction]] = [
-    ("call-on", "call_on", "Call on this participant (hand raised or not).",
-     lambda h, r, p: h.call_on(r, p)),
-    ("lower", "lower_hand", "Lower their hand, as the host (they hear that it was lowered).",
-     lambda h, r, p: h.lower_hand(r, p)),
-    ("mute", "mute", "Mute them.", lambda h, r, p: h.mute(r, p)),
-    ("unmute", "unmute", "Unmute them (without making them the speaker).", lambda h, r, p: h.unmute(r, p)),
-    ("prompt", "prompt", 'Ask them on the phone to "press star 1" to raise their hand.',
-     lambda h, r, p: h.prompt(r, p)),
-    ("remove", "remove", "Take them out of the call (their call ends).", lambda h, r, p: h.remove(r, p)),
-]
+#: What each action does, for the OpenAPI document: (operation id, summary) by URL segment.
+ROOM_ACTION_DOCS: dict[str, tuple[str, str]] = {
+    "call-next": ("call_next", "Call on the first raised hand: unmute them, make them the speaker."),
+    "done": ("done", "End the speaker's turn: mute them again."),
+    "lower-all": ("lower_all_hands", "Lower every raised hand."),
+    "mute-all": ("mute_all", "Mute every caller except hosts; the speaker's turn ends."),
+    "end": ("end_conference", "End the conference for everyone (the room stays open)."),
+}
+PARTICIPANT_ACTION_DOCS: dict[str, tuple[str, str]] = {
+    "call-on": ("call_on", "Call on this participant (hand raised or not)."),
+    "lower": ("lower_hand", "Lower their hand, as the host (they hear that it was lowered)."),
+    "mute": ("mute", "Mute them."),
+    "unmute": ("unmute", "Unmute them (without making them the speaker)."),
+    "prompt": ("prompt", 'Ask them on the phone to "press star 1" to raise their hand.'),
+    "remove": ("remove", "Take them out of the call (their call ends)."),
+}
 
 
 def _room_action_view(name: str, summary: str, act: RoomAction) -> Callable[[str], Awaitable[Any]]:
@@ -726,10 +724,12 @@ def _participant_action_view(name: str, summary: str,
     return view
 
 
-for _segment, _name, _summary, _act in ROOM_ACTIONS:
+for _segment, (_name, _summary) in ROOM_ACTION_DOCS.items():
+    _act = ROOM_ACTIONS[_segment]
     bp.add_url_rule(f"/rooms/<id:room>/{_segment}", f"post_{_name}", problems(409)(
         validate_response(Outcome)(_room_action_view(_name, _summary, _act))), methods=["POST"])
-for _segment, _name, _summary, _pact in PARTICIPANT_ACTIONS:
+for _segment, (_name, _summary) in PARTICIPANT_ACTION_DOCS.items():
+    _pact = PARTICIPANT_ACTIONS[_segment]
     bp.add_url_rule(f"/rooms/<id:room>/participants/<id:pid>/{_segment}", f"post_{_name}", problems(409)(
         validate_response(Outcome)(_participant_action_view(_name, _summary, _pact))), methods=["POST"])
 

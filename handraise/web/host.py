@@ -10,7 +10,6 @@ by :mod:`.live`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..app import Services, services
 from ..errors import HandraiseError, NotFound
 from ..handlog import load_hand_log, to_csv
-from ..phone.control import ActionResult, HostControls, prompting_key
+from ..phone.control import PARTICIPANT_ACTIONS, ROOM_ACTIONS, ActionResult, prompting_key
 from ..phone.streams import keypad_checks
 from ..queue import Participant, RoomState
 from ..rooms import KEYPAD_MODES, Room, close_room, create_room, get_room, list_rooms
@@ -47,23 +46,6 @@ PARTIALS = ("speaker", "queue", "participants")
 SOURCE_NAMES = {"keypad": "keypad", "web": "web page", "prompt": "pre-join prompt",
                 "host": "host", "api": "API"}
 
-#: Room-wide buttons: URL segment -> what it calls.
-ROOM_ACTIONS: dict[str, Callable[[HostControls, str], Awaitable[ActionResult]]] = {
-    "call-next": lambda h, r: h.call_on(r),
-    "done": lambda h, r: h.done(r),
-    "lower-all": lambda h, r: h.lower_all(r),
-    "mute-all": lambda h, r: h.mute_all(r),
-    "end": lambda h, r: h.end_conference(r),
-}
-#: Per-participant buttons (rename takes the form's name too, below).
-PARTICIPANT_ACTIONS: dict[str, Callable[[HostControls, str, str], Awaitable[ActionResult]]] = {
-    "call-on": lambda h, r, p: h.call_on(r, p),
-    "lower": lambda h, r, p: h.lower_hand(r, p),
-    "mute": lambda h, r, p: h.mute(r, p),
-    "unmute": lambda h, r, p: h.unmute(r, p),
-    "prompt": lambda h, r, p: h.prompt(r, p),
-    "remove": lambda h, r, p: h.remove(r, p),
-}
 
 
 def _svc() -> Services:

@@ -319,3 +319,11 @@ async def test_the_served_app_posts_hand_events_to_its_hooks(redis: Redis) -> No
         await got.until(lambda r: len(r.accepted) == 1)
         event = got.accepted[0].event
         assert (event["type"], event["source"], event["participant"]["id"]) == ("hand_raised", "api", pid)
+
+
+def test_the_api_offers_every_host_action_the_dashboard_has() -> None:
+    from handraise.phone.control import PARTICIPANT_ACTIONS, ROOM_ACTIONS
+    from handraise.web.api import PARTICIPANT_ACTION_DOCS, ROOM_ACTION_DOCS
+
+    assert set(ROOM_ACTION_DOCS) == set(ROOM_ACTIONS)
+    assert set(PARTICIPANT_ACTION_DOCS) == set(PARTICIPANT_ACTIONS)
