@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 CODE_CACHE_TTL_S = 12 * 3600
+#: How long shutdown waits for a reconciliation under way before cancelling it.
+RECONCILE_STOP_S = 5.0
 CALL_MAP_TTL_S = 12 * 3600
 LEFT_FOR_GOOD = {"participant_hung_up", "conference_ended_via_api", "moderator_ended_conference",
                  "participant_add_failed"}
@@ -99,6 +101,9 @@ class PhoneServices:
     dirty: set[str] = field(default_factory=set)
     # The periodic reconciliation (see reconcile_rooms), running while the app serves.
     reconciler: asyncio.Task[None] | None = None
+    # Set at shutdown. The reconciler stops on it rather than on cancel(): redis-py can
+    # swallow a cancellation that lands inside a command, and the loop would run on.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def redis(self) -> Redis:
@@ -156,9 +161,13 @@ def init_phone(app: Quart) -> None:
     async def stop_phone() -> None:
         svc: PhoneServices | None = app.extensions.pop("handraise_phone", None)
         if svc is not None and svc.reconciler is not None:
-            svc.reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await svc.reconciler
+            svc.stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(svc.reconciler), RECONCILE_STOP_S)
+            except TimeoutError:  # a reconciliation still talking to Twilio: cut it short
+                svc.reconciler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await svc.reconciler
 
 
 def host_controls(app: Quart) -> HostControls:
@@ -673,8 +682,10 @@ async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0) -> int:
 
 
 async def _reconcile_forever(svc: PhoneServices, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)  # a timer, not synchronisation
+    while not svc.stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(svc.stopping.wait(), interval_s)  # the timer shutdown ends
+            return
         try:
             await reconcile_rooms(svc, claim_s=interval_s * 0.8)
         except REDIS_ERRORS as exc:
