@@ -62,6 +62,8 @@ from .security import websocket_signature_valid
 
 log = logging.getLogger(__name__)
 _WS_LOG = logging.getLogger(__name__ + ".ws")
+# picows logs every accepted connection at INFO; the stream's own start line says more.
+_WS_LOG.setLevel(logging.WARNING)
 
 MEDIA_PATH = "/voice/stream"
 PEEK_BYTES = 2048
