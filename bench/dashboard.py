@@ -33,6 +33,7 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.append(_HERE)  # bench/serving.py, found after the standard library
 # The served phone stack and the signed-in page of the e2e and browser tests.
 sys.path[:0] = [os.path.join(_ROOT, "tests", "e2e"), os.path.join(_ROOT, "tests", "browser")]
 
@@ -46,7 +47,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ import numpy.typing as npt
 from browserkit import open_signed_in
 from phonekit import Stack, phone_stack
 from playwright.async_api import Page, async_playwright
+from serving import PASSWORD, serve
 
 from handraise.events import Event, last_event_id
 from handraise.queue import Queue
@@ -69,9 +71,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"]
 
-ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
-TOKEN = "benchToken0123456789abcdef012345"
-PASSWORD = "bench host password"
 HANDS_PER_MINUTE = 10
 
 #: Installed in the dashboard: reports each hand li's arrival and departure with the
@@ -305,43 +304,6 @@ def redis_pid(port: int) -> int | None:
         if b"redis-server" in title and re.search(rb"[:\0]%d\b" % port, title):
             return int(child)
     return None
-
-
-@contextlib.contextmanager
-def served_app(redis_url: str, port: int, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    public = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "HANDRAISE_PUBLIC_URL": public, "HANDRAISE_REDIS_URL": redis_url,
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": TOKEN,
-        # Nothing listens here: this part makes no calls, so the app makes no REST calls.
-        "HANDRAISE_TWILIO_API_URL": "http://127.0.0.1:9",
-        "HANDRAISE_SECRET_KEY": "bench-secret-key-0123456789", "HANDRAISE_HOST_PASSWORD": PASSWORD,
-        "HANDRAISE_RECONCILE_INTERVAL": "3600", "HANDRAISE_LOG_LEVEL": "WARNING",
-    }
-    # Its own session: a Ctrl-C reaches this script, which then stops the server itself.
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "handraise.cli", "serve", "--host",
-                                 "127.0.0.1", "--port", str(port)], env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(public + "/healthz", timeout=1.0, trust_env=False)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("handraise serve did not start:\n"
-                                     + log_path.read_text(errors="replace")[-2000:]) from None
-                time.sleep(0.05)  # waiting for a process to listen; nothing to wait on
-        yield public, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass
@@ -616,7 +578,7 @@ def main() -> None:
                 with scratch_redis(Path(tmp)) as redis_url:
                     asyncio.run(bench_keypad(redis_url, args.presses))
             with scratch_redis(Path(tmp)) as redis_url, \
-                    served_app(redis_url, free_port(), Path(tmp) / "serve.log") as (public, proc):
+                    serve(redis_url, free_port(), log_path=Path(tmp) / "serve.log") as (public, proc):
                 rpid = redis_pid(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
                 asyncio.run(bench_cpu(public, proc.pid, rpid, redis_url, args.dashboards,
                                       args.seconds))

@@ -32,6 +32,7 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.append(_HERE)  # bench/serving.py, found after the standard library
 
 import argparse
 import asyncio
@@ -42,12 +43,11 @@ import random
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+from serving import ACCOUNT_SID, TOKEN, serve
 from twilio.request_validator import RequestValidator
 
 from handraise.dsp import synth
@@ -58,8 +58,6 @@ from handraise.queue import Queue
 from handraise.rooms import create_room
 from handraise.store import client_from_url, free_port, key, scratch_redis
 
-ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
-TOKEN = "benchToken0123456789abcdef012345"
 FRAME_S = 0.020
 ROOM_SIZE = 100
 
@@ -180,39 +178,6 @@ def unread_bytes(port: int) -> int:
     return total
 
 
-@contextlib.contextmanager
-def served(redis_url: str, port: int, workers: int) -> Iterator[subprocess.Popen[bytes]]:
-    public = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "HANDRAISE_PUBLIC_URL": public, "HANDRAISE_REDIS_URL": redis_url,
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": TOKEN,
-        # Nothing listens here: each announcement request fails at once (and is logged).
-        "HANDRAISE_TWILIO_API_URL": "http://127.0.0.1:9",
-        "HANDRAISE_SECRET_KEY": "bench-secret-key-0123456789", "HANDRAISE_HOST_PASSWORD": "benchpass",
-        "HANDRAISE_LOG_LEVEL": "ERROR",
-    }
-    pin = ["taskset", "-c", "0"] if workers == 1 else []
-    proc = subprocess.Popen([*pin, sys.executable, "-m", "handraise", "serve", "--port", str(port),
-                             "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(public + "/healthz", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("handraise serve did not start") from None
-                time.sleep(0.05)  # waiting for a process to listen; nothing to wait on
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 async def _watch_hands(redis_url: str, rooms: dict[str, list[str]], until: float,
                        seen: list[tuple[str, float]]) -> None:
     redis = client_from_url(redis_url)
@@ -270,7 +235,9 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
             p["presses"] = presses  # type: ignore[assignment]
         plan_file = Path(tmp) / "plan.json"
         out_file = Path(tmp) / "out.json"
-        with served(redis_url, port, workers) as proc:
+        pin = ["taskset", "-c", "0"] if workers == 1 else []
+        with serve(redis_url, port, workers=workers, prefix=pin,
+                   env={"HANDRAISE_LOG_LEVEL": "ERROR"}) as (_, proc):
             t0 = time.time() + 2.0 + streams / 1000
             plan_file.write_text(json.dumps({
                 "url": url, "signature": RequestValidator(TOKEN).compute_signature(url, {}),

@@ -25,63 +25,27 @@ import sys
 # the standard library's queue module (imported by redis). Drop the folder.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.append(_HERE)  # bench/serving.py, found after the standard library
 
 import argparse
 import asyncio
-import contextlib
-import subprocess
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+from serving import ACCOUNT_SID, TOKEN, serve
 from twilio.request_validator import RequestValidator
 
 from handraise.rooms import create_room
 from handraise.store import client_from_url, free_port, scratch_redis
 
-ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
-TOKEN = "benchToken0123456789abcdef012345"
-
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@contextlib.contextmanager
-def served_app(redis_url: str, port: int) -> Iterator[str]:
-    public = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "HANDRAISE_PUBLIC_URL": public, "HANDRAISE_REDIS_URL": redis_url,
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": TOKEN,
-        # Nothing listens here: the bench makes no REST calls.
-        "HANDRAISE_TWILIO_API_URL": "http://127.0.0.1:9",
-        "HANDRAISE_SECRET_KEY": "bench-secret-key-0123456789", "HANDRAISE_HOST_PASSWORD": "benchpass",
-        "HANDRAISE_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "handraise", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(public + "/healthz", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("handraise serve did not start") from None
-                time.sleep(0.05)  # waiting for a process to listen; nothing to wait on
-        yield public
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 class Caller:
@@ -170,7 +134,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir, scratch_redis(Path(workdir)) as redis_url, \
-            served_app(redis_url, free_port()) as public:
+            serve(redis_url, free_port()) as (public, _):
         asyncio.run(bench(public, redis_url, args.callers, args.rounds))
 
 
