@@ -205,15 +205,15 @@ async def _done(status: str, *, next_number: str | None = None) -> Any:
     return redirect(url_for("phones.get_phones"), 303)
 
 
-def _call(sid: str) -> Phone:
+def _live_call(sid: str) -> Phone:
+    """The call a button acts on: 404 if unknown, 409 if it has ended."""
     sim = _sim()
     if sid not in sim.engine.calls:
         abort(404)
-    return phone_of(sim.state(sid))
-
-
-def _ended() -> Response:
-    return Response("This call has ended.\n", status=409, content_type="text/plain; charset=utf-8")
+    phone = phone_of(sim.state(sid))
+    if not phone.live:
+        abort(Response("This call has ended.\n", status=409, content_type="text/plain; charset=utf-8"))
+    return phone
 
 
 async def _type_code(sim: Simulator, sid: str, code: str) -> None:
@@ -276,9 +276,7 @@ async def post_call() -> Any:
 @host_required("action")
 async def post_keys(sid: str) -> Any:
     """Press keypad keys on one virtual call (tones in its stream, digits to a Gather)."""
-    phone = _call(sid)
-    if not phone.live:
-        return _ended()
+    phone = _live_call(sid)
     digits = (await request.form).get("digits", "")
     if not digits or len(digits) > 12 or any(d not in KEYPAD for d in digits):
         return Response("Keys are 0-9, * and #, at most 12 at once.\n", status=422,
@@ -291,9 +289,7 @@ async def post_keys(sid: str) -> Any:
 @host_required("action")
 async def post_talk(sid: str) -> Any:
     """The caller talks for 2 seconds (speech-like audio in the call's stream)."""
-    phone = _call(sid)
-    if not phone.live:
-        return _ended()
+    phone = _live_call(sid)
     _sim().speak(sid, TALK_MS)
     return await _done(f"Phone {phone.number} talks for {TALK_MS / 1000:.0f} seconds.")
 
@@ -302,8 +298,6 @@ async def post_talk(sid: str) -> Any:
 @host_required("action")
 async def post_hangup(sid: str) -> Any:
     """Hang up one virtual call."""
-    phone = _call(sid)
-    if not phone.live:
-        return _ended()
+    phone = _live_call(sid)
     await _sim().hang_up(sid)
     return await _done(f"Phone {phone.number} hung up.")
