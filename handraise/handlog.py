@@ -155,6 +155,7 @@ def _replay(events: Sequence[Event], end: Event | None) -> list[_Hand]:
     """Every hand raised in ``events``; anything about a hand raised before them is ignored."""
     hands: list[_Hand] = []
     up: dict[str, _Hand] = {}
+    cleared: dict[str, _Hand] = {}  # what the last "lower all" took down (it may be undone)
     turn: _Hand | None = None  # the hand whose caller speaks now, if they were called on
 
     def end_turn(at: int) -> None:
@@ -173,10 +174,22 @@ def _replay(events: Sequence[Event], end: Event | None) -> list[_Hand]:
             how = LOWERED_BY_CALLER if e.data.get("by") in _CALLER_SOURCES else LOWERED_BY_HOST
             up.pop(pid).end(e.at, how)
         elif e.type == "hands.cleared":
-            cleared = e.data.get("participants")
-            for p in cleared if isinstance(cleared, list) else []:
+            lowered = e.data.get("participants")
+            cleared = {}
+            for p in lowered if isinstance(lowered, list) else []:
                 if p in up:
-                    up.pop(p).end(e.at, LOWERED_BY_HOST)
+                    cleared[p] = up.pop(p)
+                    cleared[p].end(e.at, LOWERED_BY_HOST)
+        elif e.type == "hands.restored":
+            # Undone: the same hands again, as if never lowered (a raise meanwhile merges in).
+            restored = e.data.get("participants")
+            for p in restored if isinstance(restored, list) else []:
+                if p in cleared:
+                    if p in up:
+                        hands.remove(up.pop(p))
+                    hand = cleared.pop(p)
+                    hand.ended_at, hand.how_ended = None, ""
+                    up[p] = hand
         elif e.type == "speaker.called":
             # One speaker at a time: a new one ends the turn of whoever spoke.
             if turn is not None and turn.participant != pid:

@@ -64,7 +64,7 @@ SIGNATURE_HEADER = "Handraise-Signature"
 EVENT_TYPES: tuple[str, ...] = (
     "room_created", "room_updated", "room_closed",
     "participant_joined", "participant_left", "participant_updated",
-    "hand_raised", "hand_lowered", "hands_cleared",
+    "hand_raised", "hand_lowered", "hands_cleared", "hand_updated", "hands_restored",
     "speaker_called", "speaker_done",
 )
 USER_AGENT = "handraise-hooks/1"

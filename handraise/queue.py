@@ -4,7 +4,22 @@ Every mutation is one Lua script over the room's keys (one hash tag, so one Clus
 that changes state and appends its event together; an operation that changes nothing
 appends nothing. Times come from the Redis server's clock, so every process agrees.
 
-The queue is FIFO by the moment a hand went up; raising again keeps the first place.
+The order of the queue is computed in one Lua function (``ordered`` in :data:`_HEAD`) that
+every script reading or announcing a position uses:
+
+1. **Replies** first, in the order they were raised as replies. A reply is a hand "to the
+   current speaker" (``*4``); it exists only while someone speaks. When the turn it answers
+   ends (Done, the speaker leaves, or the host calls on someone who is not replying), the
+   replies still waiting become ordinary hands *in place*, ordered by their first raise.
+   A caller whose point is up and who replies turns that hand into a reply; it keeps its
+   first raise time, so it goes back to its place if the turn ends first.
+2. **Points**: FIFO by the moment a hand went up (raising again keeps the first place;
+   lowering and raising again goes to the back). In a room with ``order = fair``, those
+   who have not been called on in this meeting go before those who have (FIFO in each
+   group); who has spoken is forgotten when the conference ends.
+
+"Lower all hands" keeps what it lowered for :data:`UNDO_LOWER_ALL_S` seconds, so that
+:meth:`Queue.undo_lower_all` (from any process) brings the same hands back in the same order.
 """
 
 from __future__ import annotations
@@ -17,7 +32,7 @@ from typing import Any, Literal
 
 from redis.exceptions import ResponseError
 
-from .errors import Invalid, NotFound
+from .errors import Conflict, Invalid, NotFound
 from .events import LUA_EMIT, encode_changes
 from .rooms import DEFAULT_MAXLEN, Role, new_id
 from .store import Redis, key
@@ -25,6 +40,10 @@ from .store import Redis, key
 Source = Literal["keypad", "web", "prompt", "host", "api"]
 SOURCES: tuple[Source, ...] = ("keypad", "web", "prompt", "host", "api")
 Channel = Literal["phone", "web"]
+#: What a hand is: a new point, or a reply to whoever speaks now.
+Kind = Literal["point", "reply"]
+#: How long "Lower all hands" can be undone (seconds).
+UNDO_LOWER_ALL_S = 15
 #: Longest name a host may give; a caller naming themselves gets fewer (web/participant.py).
 NAME_MAX = 60
 #: Longest topic note a caller may leave with their hand.
@@ -99,6 +118,14 @@ class Participant:
         return out
 
 
+class NoSpeaker(Conflict):
+    """A reply while nobody speaks: there is nothing to reply to."""
+
+
+class IsSpeaker(Conflict):
+    """A reply from the speaker themselves."""
+
+
 @dataclass(frozen=True)
 class Hand:
     participant: str
@@ -106,6 +133,9 @@ class Hand:
     raised_at: int  # ms, Redis clock
     wait_s: float
     source: str | None
+    kind: Kind = "point"
+    #: The speaker a reply answers (None for a point).
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,18 +158,84 @@ class RoomState:
     now: int
     #: When the speaker was called on (ms, Redis clock); None if nobody speaks.
     speaker_since: int | None = None
+    #: Until when "Lower all hands" can be undone (ms, Redis clock); None if it cannot.
+    undo_until: int | None = None
+
+    def position(self, pid: str) -> int | None:
+        """``pid``'s place in line (1 is next), None if their hand is down."""
+        return next((h.position for h in self.queue if h.participant == pid), None)
+
+    def hand(self, pid: str) -> Hand | None:
+        return next((h for h in self.queue if h.participant == pid), None)
 
     def participant(self, pid: str) -> Participant | None:
         return next((p for p in self.participants if p.id == pid), None)
 
 
 # --- scripts ------------------------------------------------------------------------------
-# Common KEYS order: 1 room, 2 participants, 3 hands, 4 events, 5 participant hash.
+# Common KEYS order (see Queue._keys): 1 room, 2 participants, 3 hands, 4 events,
+# 5 participant hash, 6 replies, 7 spoken, 8 reply-to, 9 undo of "lower all".
 # Common ARGV head: 1 maxlen, 2 room id, 3 participant id.
+#
+# hands: zset pid -> first raise time (us); replies: zset pid -> time raised as a reply
+# (a subset of hands); reply-to: hash pid -> the speaker the reply answers; spoken: set
+# of who was called on in this meeting.
 
 _HEAD = LUA_EMIT + """
 local function is_open() return redis.call('HGET', KEYS[1], 'status') == 'open' end
 local function present(pid) return redis.call('SISMEMBER', KEYS[2], pid) == 1 end
+-- Strictly increasing scores keep FIFO order even for raises in the same microsecond.
+local function next_score()
+  local score = now_us()
+  local last = tonumber(redis.call('HGET', KEYS[1], 'hand_clock') or '0')
+  if score <= last then score = last + 1 end
+  redis.call('HSET', KEYS[1], 'hand_clock', score)
+  return score
+end
+-- The queue in its order, the one definition every reader uses: replies first (by the
+-- time they became replies), then points (fair rooms: who has not spoken first), each by
+-- raise time. Entries: {pid=, raw= raise score as stored, reply= reply score or nil}.
+local function ordered()
+  local hands = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  if #hands == 0 then return {} end
+  local replies = {}
+  local rs = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
+  for i = 1, #rs, 2 do replies[rs[i]] = tonumber(rs[i + 1]) end
+  local spoken = {}
+  if redis.call('HGET', KEYS[1], 'order') == 'fair' then
+    for _, p in ipairs(redis.call('SMEMBERS', KEYS[7])) do spoken[p] = true end
+  end
+  local out = {}
+  for i = 1, #hands, 2 do
+    local pid, raw = hands[i], hands[i + 1]
+    local e = {pid = pid, raw = raw, reply = replies[pid]}
+    if e.reply then e.group, e.at = 0, e.reply
+    elseif spoken[pid] then e.group, e.at = 2, tonumber(raw)
+    else e.group, e.at = 1, tonumber(raw) end
+    table.insert(out, e)
+  end
+  table.sort(out, function(a, b)
+    if a.group ~= b.group then return a.group < b.group end
+    return a.at < b.at
+  end)
+  return out
+end
+local function position_of(pid)
+  for i, e in ipairs(ordered()) do if e.pid == pid then return i end end
+  return nil
+end
+local function drop_hand(pid)
+  redis.call('ZREM', KEYS[6], pid)
+  redis.call('HDEL', KEYS[8], pid)
+  return redis.call('ZREM', KEYS[3], pid) == 1
+end
+-- The turn the replies answer is over: they become ordinary hands in place.
+local function end_replies(ev)
+  local rs = redis.call('ZRANGE', KEYS[6], 0, -1)
+  if #rs == 0 then return end
+  redis.call('DEL', KEYS[6], KEYS[8])
+  ev.replies_ended = rs
+end
 """
 
 _JOIN = _HEAD + """
@@ -161,12 +257,16 @@ _LEAVE = _HEAD + """
 -- ARGV 4: reason
 if not present(ARGV[3]) then return 0 end
 redis.call('SREM', KEYS[2], ARGV[3])
-local lowered = redis.call('ZREM', KEYS[3], ARGV[3]) == 1
+local lowered = drop_hand(ARGV[3])
 local speaking = redis.call('HGET', KEYS[1], 'speaker') == ARGV[3]
-if speaking then redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since') end
+local ev = {type='participant.left', room=ARGV[2], participant=ARGV[3],
+  reason=ARGV[4], hand_lowered=lowered, speaker_ended=speaking}
+if speaking then
+  redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since')
+  end_replies(ev)
+end
 redis.call('DEL', KEYS[5])
-emit(KEYS[4], ARGV[1], {type='participant.left', room=ARGV[2], participant=ARGV[3],
-  reason=ARGV[4], hand_lowered=lowered, speaker_ended=speaking})
+emit(KEYS[4], ARGV[1], ev)
 return 1
 """
 
@@ -182,37 +282,103 @@ return n
 _RAISE = _HEAD + """
 -- ARGV 4: source. Returns {position, 1 if newly raised else 0}.
 if not present(ARGV[3]) then return redis.error_reply('no such participant') end
-local rank = redis.call('ZRANK', KEYS[3], ARGV[3])
-if rank then return {rank + 1, 0} end
--- Strictly increasing scores keep FIFO order even for raises in the same microsecond.
-local score = now_us()
-local last = tonumber(redis.call('HGET', KEYS[1], 'hand_clock') or '0')
-if score <= last then score = last + 1 end
-redis.call('HSET', KEYS[1], 'hand_clock', score)
+if redis.call('ZSCORE', KEYS[3], ARGV[3]) then return {position_of(ARGV[3]), 0} end
+local score = next_score()
 redis.call('ZADD', KEYS[3], score, ARGV[3])
 redis.call('HSET', KEYS[5], 'hand_source', ARGV[4])
-local position = redis.call('ZRANK', KEYS[3], ARGV[3]) + 1
+local position = position_of(ARGV[3])
 emit(KEYS[4], ARGV[1], {type='hand.raised', room=ARGV[2], participant=ARGV[3],
-  source=ARGV[4], position=position, raised_at=math.floor(score / 1000)})
+  source=ARGV[4], position=position, raised_at=math.floor(score / 1000), kind='point'})
+return {position, 1}
+"""
+
+_REPLY = _HEAD + """
+-- ARGV 4: source. Returns {position, 1 if it became a reply now else 0};
+-- {0, -1} when nobody speaks, {0, -2} when the caller is the speaker.
+if not present(ARGV[3]) then return redis.error_reply('no such participant') end
+local speaker = redis.call('HGET', KEYS[1], 'speaker')
+if not speaker then return {0, -1} end
+if speaker == ARGV[3] then return {0, -2} end
+if redis.call('ZSCORE', KEYS[6], ARGV[3]) then return {position_of(ARGV[3]), 0} end
+local score = next_score()
+local had = redis.call('ZSCORE', KEYS[3], ARGV[3])
+if not had then
+  redis.call('ZADD', KEYS[3], score, ARGV[3])
+  redis.call('HSET', KEYS[5], 'hand_source', ARGV[4])
+end
+redis.call('ZADD', KEYS[6], score, ARGV[3])
+redis.call('HSET', KEYS[8], ARGV[3], speaker)
+local position = position_of(ARGV[3])
+if had then
+  emit(KEYS[4], ARGV[1], {type='hand.updated', room=ARGV[2], participant=ARGV[3], kind='reply',
+    reply_to=speaker, position=position, by=ARGV[4]})
+else
+  emit(KEYS[4], ARGV[1], {type='hand.raised', room=ARGV[2], participant=ARGV[3],
+    source=ARGV[4], position=position, raised_at=math.floor(score / 1000), kind='reply',
+    reply_to=speaker})
+end
 return {position, 1}
 """
 
 _LOWER = _HEAD + """
 -- ARGV 4: who lowered it (source)
-if redis.call('ZREM', KEYS[3], ARGV[3]) == 0 then return 0 end
+if not drop_hand(ARGV[3]) then return 0 end
 redis.call('HDEL', KEYS[5], 'hand_topic')
 emit(KEYS[4], ARGV[1], {type='hand.lowered', room=ARGV[2], participant=ARGV[3], by=ARGV[4]})
 return 1
 """
 
 _LOWER_ALL = _HEAD + """
--- ARGV 3: unused, 4: by, 5: participant key prefix
-local hands = redis.call('ZRANGE', KEYS[3], 0, -1)
+-- ARGV 3: unused, 4: by, 5: participant key prefix, 6: how long it can be undone (ms)
+local hands = ordered()
 if #hands == 0 then return 0 end
-redis.call('DEL', KEYS[3])
-for _, pid in ipairs(hands) do redis.call('HDEL', ARGV[5] .. pid, 'hand_topic') end
-emit(KEYS[4], ARGV[1], {type='hands.cleared', room=ARGV[2], participants=hands, by=ARGV[4]})
+local pids, saved = {}, {}
+for _, e in ipairs(hands) do
+  local p = ARGV[5] .. e.pid
+  table.insert(pids, e.pid)
+  -- Scores stay the strings Redis gave: cjson would round microsecond numbers.
+  table.insert(saved, {e.pid, e.raw, redis.call('HGET', p, 'hand_source') or '',
+    redis.call('HGET', p, 'hand_topic') or '',
+    e.reply and redis.call('ZSCORE', KEYS[6], e.pid) or '',
+    redis.call('HGET', KEYS[8], e.pid) or ''})
+  redis.call('HDEL', p, 'hand_topic')
+end
+redis.call('SET', KEYS[9], cjson.encode(saved), 'PX', ARGV[6])
+redis.call('DEL', KEYS[3], KEYS[6], KEYS[8])
+emit(KEYS[4], ARGV[1], {type='hands.cleared', room=ARGV[2], participants=pids, by=ARGV[4]})
 return #hands
+"""
+
+_UNDO_LOWER_ALL = _HEAD + """
+-- ARGV 3: unused, 4: by, 5: participant key prefix. Returns how many hands came back,
+-- -1 if there is nothing to undo (too late, or undone already).
+local blob = redis.call('GET', KEYS[9])
+if not blob then return -1 end
+redis.call('DEL', KEYS[9])
+local speaker = redis.call('HGET', KEYS[1], 'speaker')
+local back = 0
+for _, h in ipairs(cjson.decode(blob)) do
+  local pid, raw, source, topic, reply, reply_to = h[1], h[2], h[3], h[4], h[5], h[6]
+  -- Gone, or has the floor now: not put back. Raised again meanwhile: one hand, the old place.
+  if present(pid) and pid ~= speaker then
+    local p = ARGV[5] .. pid
+    redis.call('ZADD', KEYS[3], raw, pid)
+    if source ~= '' then redis.call('HSET', p, 'hand_source', source) end
+    if topic ~= '' and not redis.call('HGET', p, 'hand_topic') then
+      redis.call('HSET', p, 'hand_topic', topic)
+    end
+    if reply ~= '' and reply_to == speaker then
+      redis.call('ZADD', KEYS[6], reply, pid)
+      redis.call('HSET', KEYS[8], pid, reply_to)
+    end
+    back = back + 1
+  end
+end
+if back == 0 then return 0 end
+local pids = {}
+for _, e in ipairs(ordered()) do table.insert(pids, e.pid) end
+emit(KEYS[4], ARGV[1], {type='hands.restored', room=ARGV[2], participants=pids, by=ARGV[4]})
+return back
 """
 
 _CALL_ON = _HEAD + """
@@ -220,19 +386,23 @@ _CALL_ON = _HEAD + """
 -- Returns {speaker, previous speaker or ''}, or false when no hand is up.
 local pid = ARGV[3]
 if pid == '' then
-  local first = redis.call('ZRANGE', KEYS[3], 0, 0)
-  if #first == 0 then return false end
-  pid = first[1]
+  local first = ordered()[1]
+  if not first then return false end
+  pid = first.pid
 elseif not present(pid) then
   return redis.error_reply('no such participant')
 end
 local previous = redis.call('HGET', KEYS[1], 'speaker')
 if previous == pid then return {pid, ''} end
-local had_hand = redis.call('ZREM', KEYS[3], pid) == 1
+local replying = redis.call('ZSCORE', KEYS[6], pid)
+local had_hand = drop_hand(pid)
 if had_hand then redis.call('HDEL', ARGV[5] .. pid, 'hand_topic') end
 redis.call('HSET', KEYS[1], 'speaker', pid, 'speaker_since', math.floor(now_us() / 1000))
+redis.call('SADD', KEYS[7], pid)
 local ev = {type='speaker.called', room=ARGV[2], participant=pid, by=ARGV[4], from_queue=had_hand}
 if previous then ev.previous = previous end
+-- A reply keeps the exchange going; anyone else starts a new turn.
+if replying then ev.kind = 'reply' else end_replies(ev) end
 emit(KEYS[4], ARGV[1], ev)
 return {pid, previous or ''}
 """
@@ -242,12 +412,26 @@ _DONE = _HEAD + """
 local current = redis.call('HGET', KEYS[1], 'speaker')
 if not current or (ARGV[3] ~= '' and ARGV[3] ~= current) then return 0 end
 redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since')
-emit(KEYS[4], ARGV[1], {type='speaker.done', room=ARGV[2], participant=current, by=ARGV[4]})
+local ev = {type='speaker.done', room=ARGV[2], participant=current, by=ARGV[4]}
+end_replies(ev)
+emit(KEYS[4], ARGV[1], ev)
 return 1
 """
 
-_SNAPSHOT = """
--- KEYS 1 room, 2 participants, 3 hands, 4 events ; ARGV 1: participant key prefix
+_LINE = _HEAD + """
+-- The raised hands' ids in queue order.
+local pids = {}
+for _, e in ipairs(ordered()) do table.insert(pids, e.pid) end
+return pids
+"""
+
+_NEW_MEETING = _HEAD + """
+-- The conference ended: nobody has spoken in the next meeting yet.
+return redis.call('DEL', KEYS[7])
+"""
+
+_SNAPSHOT = _HEAD + """
+-- ARGV 1: participant key prefix
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
@@ -257,9 +441,14 @@ local people = {}
 for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   table.insert(people, {pid, redis.call('HGETALL', ARGV[1] .. pid)})
 end
+local hands = {}
+for _, e in ipairs(ordered()) do
+  table.insert(hands, {e.pid, e.raw, e.reply and 'reply' or 'point',
+    e.reply and redis.call('HGET', KEYS[8], e.pid) or ''})
+end
 return {now, last_id, redis.call('HGET', KEYS[1], 'speaker') or '',
-  redis.call('HGET', KEYS[1], 'speaker_since') or '',
-  redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'), people}
+  redis.call('HGET', KEYS[1], 'speaker_since') or '', hands, people,
+  redis.call('PTTL', KEYS[9])}
 """
 
 
@@ -273,18 +462,24 @@ class Queue:
             name: redis.register_script(src)
             for name, src in {
                 "join": _JOIN, "leave": _LEAVE, "update": _UPDATE, "raise": _RAISE,
-                "lower": _LOWER, "lower_all": _LOWER_ALL, "call_on": _CALL_ON,
-                "done": _DONE, "snapshot": _SNAPSHOT,
+                "reply": _REPLY, "lower": _LOWER, "lower_all": _LOWER_ALL,
+                "undo_lower_all": _UNDO_LOWER_ALL, "call_on": _CALL_ON, "done": _DONE,
+                "line": _LINE, "new_meeting": _NEW_MEETING, "snapshot": _SNAPSHOT,
             }.items()
         }
 
-    async def _run(self, name: str, room: str, pid: str, *args: object) -> Any:
-        keys = [
+    @staticmethod
+    def _keys(room: str, pid: str) -> list[str]:
+        return [
             key(room, "room"), key(room, "participants"), key(room, "hands"),
-            key(room, "events"), key(room, "p", pid or "_"),
+            key(room, "events"), key(room, "p", pid or "_"), key(room, "replies"),
+            key(room, "spoken"), key(room, "reply-to"), key(room, "undo-lower-all"),
         ]
+
+    async def _run(self, name: str, room: str, pid: str, *args: object) -> Any:
         try:
-            return await self._scripts[name](keys=keys, args=[self.maxlen, room, pid, *args])
+            return await self._scripts[name](keys=self._keys(room, pid),
+                                             args=[self.maxlen, room, pid, *args])
         except ResponseError as exc:
             message = str(exc)
             if "no such participant" in message:
@@ -374,13 +569,40 @@ class Queue:
         position, new = await self._run("raise", room, pid, source)
         return int(position), bool(new)
 
+    async def reply(self, room: str, pid: str, *, source: Source) -> tuple[int, bool]:
+        """Raise ``pid``'s hand as a reply to the current speaker; (position, newly a reply).
+
+        A point already up becomes a reply (keeping its first raise time for when the turn
+        ends); a reply raised again keeps its place. Invalid if nobody speaks, or if ``pid``
+        is the speaker (:class:`NoSpeaker`, :class:`IsSpeaker`).
+        """
+        if source not in SOURCES:
+            raise Invalid(f"source must be one of {', '.join(SOURCES)}.")
+        position, new = await self._run("reply", room, pid, source)
+        if int(new) == -1:
+            raise NoSpeaker("Nobody is speaking, so there is nothing to reply to.")
+        if int(new) == -2:
+            raise IsSpeaker("You are speaking now: there is nothing to reply to.")
+        return int(position), bool(new)
+
     async def lower_hand(self, room: str, pid: str, *, by: Source) -> bool:
         """Lower ``pid``'s hand; False if it was not raised."""
         return bool(await self._run("lower", room, pid, by))
 
     async def lower_all(self, room: str, *, by: Source = "host") -> int:
         """Lower every hand in one event; returns how many were up."""
-        return int(await self._run("lower_all", room, "", by, key(room, "p", "")))
+        return int(await self._run("lower_all", room, "", by, key(room, "p", ""),
+                                   UNDO_LOWER_ALL_S * 1000))
+
+    async def undo_lower_all(self, room: str, *, by: Source = "host") -> int | None:
+        """Put back the hands the last "lower all" took down, in the same order, with their
+        sources and topics; None if there is nothing to undo (too late, or done already).
+
+        Someone who raised again meanwhile gets their old place back (one hand, not two);
+        someone who left, or who speaks now, is not put back.
+        """
+        n = int(await self._run("undo_lower_all", room, "", by, key(room, "p", "")))
+        return None if n < 0 else n
 
     async def set_topic(self, room: str, pid: str, topic: str) -> int:
         """The note shown with ``pid``'s hand ("" clears it); it goes when the hand goes down."""
@@ -389,9 +611,23 @@ class Queue:
             raise Invalid(f"A topic can be at most {TOPIC_MAX} characters.")
         return int(await self._run("update", room, pid, *encode_changes({"hand_topic": topic})))
 
+    async def line(self, room: str) -> list[str]:
+        """The ids of the raised hands in queue order (the order every position follows)."""
+        return [str(p) for p in await self._run("line", room, "")]
+
     async def position(self, room: str, pid: str) -> int | None:
-        rank = await self.redis.zrank(key(room, "hands"), pid)
-        return None if rank is None else int(rank) + 1
+        """``pid``'s place in line (1 is next), None if their hand is down."""
+        line = await self.line(room)
+        return line.index(pid) + 1 if pid in line else None
+
+    async def first_in_line(self, room: str) -> str | None:
+        """Who would be called on next ("Call on next"), None if no hand is up."""
+        line = await self.line(room)
+        return line[0] if line else None
+
+    async def new_meeting(self, room: str) -> None:
+        """The conference ended: forget who has spoken (the fair order starts afresh)."""
+        await self._run("new_meeting", room, "")
 
     async def queue(self, room: str) -> list[Hand]:
         """Raised hands, first raised first, with positions and wait times."""
@@ -418,11 +654,9 @@ class Queue:
         return await self.redis.hget(key(room, "room"), "speaker") or None
 
     async def snapshot(self, room: str) -> RoomState:
-        """Participants, queue, speaker and last event id, read in one atomic step."""
-        now, last_id, speaker, since, hands, people = await self._scripts["snapshot"](
-            keys=[key(room, "room"), key(room, "participants"), key(room, "hands"),
-                  key(room, "events")],
-            args=[key(room, "p", "")],
+        """Participants, queue (in its order), speaker and last event id, in one atomic step."""
+        now, last_id, speaker, since, hands, people, undo_ms = await self._scripts["snapshot"](
+            keys=self._keys(room, ""), args=[key(room, "p", "")],
         )
         hashes = {pid: dict(zip(flat[::2], flat[1::2], strict=True)) for pid, flat in people if flat}
         participants = sorted(
@@ -430,19 +664,22 @@ class Queue:
             key=lambda p: (p.joined_at, p.id),
         )
         queue = []
-        for i in range(0, len(hands), 2):
-            pid, raised = hands[i], int(float(hands[i + 1]) // 1000)
+        for i, (pid, score, kind, reply_to) in enumerate(hands, start=1):
+            raised = int(float(score) // 1000)
             queue.append(
                 Hand(
                     participant=pid,
-                    position=i // 2 + 1,
+                    position=i,
                     raised_at=raised,
                     wait_s=max(0.0, (int(now) - raised) / 1000),
                     source=hashes.get(pid, {}).get("hand_source"),
+                    kind="reply" if kind == "reply" else "point",
+                    reply_to=reply_to or None,
                 )
             )
         return RoomState(room, participants, queue, speaker or None, str(last_id), int(now),
-                         int(since) if speaker and since else None)
+                         int(since) if speaker and since else None,
+                         int(now) + int(undo_ms) if int(undo_ms) > 0 else None)
 
 
 def _b(value: bool) -> str:

@@ -26,6 +26,8 @@ from .store import Redis, global_key, key
 KeypadMode = Literal["stream", "star"]
 KEYPAD_MODES: tuple[KeypadMode, ...] = ("stream", "star")
 Role = Literal["host", "participant"]
+QueueOrder = Literal["fifo", "fair"]
+QUEUE_ORDERS: tuple[QueueOrder, ...] = ("fifo", "fair")
 
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _CODE = re.compile(r"^\d{6}$")
@@ -146,6 +148,13 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "the page alone says so)."),
     RoomSetting("raise_keys", "keys", "*1", "Raise keys", "The keys that raise a hand."),
     RoomSetting("lower_keys", "keys", "*2", "Lower keys", "The keys that lower a hand."),
+    RoomSetting("reply_keys", "keys", "*4", "Reply keys",
+                "The keys that raise a reply to the current speaker: replies go ahead of new "
+                "points while that turn lasts, then become ordinary hands in place."),
+    RoomSetting("order", "choice", "fifo", "Queue order",
+                "fifo: first raised, first called; fair: those not yet called on in this "
+                "meeting go first (first raised first within each group).",
+                choices=QUEUE_ORDERS),
 )
 SETTINGS_BY_NAME = {s.name: s for s in ROOM_SETTINGS}
 
@@ -164,6 +173,10 @@ class Room:
     conference_sid: str | None = None
     #: Whether a hand raised from the companion page is confirmed on the phone too.
     announce_web: bool = False
+    #: The keys that raise a reply to the current speaker.
+    reply_keys: str = "*4"
+    #: How the queue is ordered: "fifo", or "fair" (who has not spoken yet goes first).
+    order: QueueOrder = "fifo"
 
     @property
     def conference_name(self) -> str:
@@ -238,13 +251,14 @@ return at
 """
 
 _CLOSE = LUA_EMIT + """
--- KEYS: room, participants, hands, events
+-- KEYS: room, participants, hands, events, then the queue's other keys (replies...)
 -- ARGV: maxlen, room_id, participant key prefix, web-PIN owner key prefix
 if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 0 end
 local members = redis.call('SMEMBERS', KEYS[2])
 -- Dropping the PIN owner keys revokes the web PINs (pins.lookup_pin checks them).
 for _, pid in ipairs(members) do redis.call('DEL', ARGV[3] .. pid, ARGV[4] .. pid) end
 redis.call('DEL', KEYS[2], KEYS[3])
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since', 'conference_sid')
 redis.call('HSET', KEYS[1], 'status', 'closed')
 emit(KEYS[4], ARGV[1], {type='room.closed', room=ARGV[2], participants=#members})
@@ -401,9 +415,11 @@ async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN
     hears that the meeting is closed rather than "unknown code" (or someone else's room).
     """
     room = await get_room(redis, room_id)
+    extra = [key(room_id, k) for k in ("replies", "reply-to", "spoken", "undo-lower-all")]
     closed = await redis.eval(
-        _CLOSE, 4, key(room_id, "room"), key(room_id, "participants"), key(room_id, "hands"),
-        key(room_id, "events"), maxlen, room_id, key(room_id, "p", ""), key(room_id, "pin", ""),
+        _CLOSE, 4 + len(extra), key(room_id, "room"), key(room_id, "participants"),
+        key(room_id, "hands"), key(room_id, "events"), *extra,
+        maxlen, room_id, key(room_id, "p", ""), key(room_id, "pin", ""),
     )
     # The code index lives outside the room's slot, so it is changed in its own step;
     # find_by_code refuses closed rooms, so the order cannot open a gap.

@@ -23,6 +23,10 @@
     document.querySelectorAll("time.tick[data-since]").forEach(function (t) {
       t.textContent = clock(now - Number(t.getAttribute("data-since")));
     });
+    // Offers that lapse (the Undo of "Lower all hands"): gone at their server time.
+    document.querySelectorAll("[data-expires-at]").forEach(function (el) {
+      if (now >= Number(el.getAttribute("data-expires-at"))) el.hidden = true;
+    });
   }
 
   // --- tab title and the new-hand alert ---------------------------------------------

@@ -55,7 +55,8 @@ async def test_a_subscriber_receives_changes_made_after_it_subscribed(
         ("hand.raised", late),
     ]
     assert early not in {e.participant for e in got}
-    assert got[1].data == {"source": "web", "position": 1, "raised_at": got[1].data["raised_at"]}
+    assert got[1].data == {"source": "web", "position": 1, "raised_at": got[1].data["raised_at"],
+                           "kind": "point"}
 
 
 async def test_resuming_from_the_last_id_gives_every_later_event_exactly_once(

@@ -246,6 +246,7 @@ async def clear_conference(queue: Queue, room: str, conference_sid: str, *,
     for p in state.participants:
         if await queue.redis.hget(key(room, "p", p.id), "conference_sid") == conference_sid:
             n += await forget_participant(queue, room, p.id, reason=reason)
+    await queue.new_meeting(room)  # the fair order counts who spoke in this meeting only
     with contextlib.suppress(NotFound):
         await update_room(queue.redis, room, conference_sid="", maxlen=queue.maxlen)
     return n
@@ -416,6 +417,16 @@ class HostControls:
         return ActionResult(True, f"{n} hand{'s' if n != 1 else ''} lowered.")
 
     @_redis_guarded
+    async def undo_lower_all(self, room: str) -> ActionResult:
+        """Bring back the hands "Lower all hands" took down (within 15 s, once)."""
+        n = await self.queue.undo_lower_all(room, by="host")
+        if n is None:
+            return ActionResult(False, "Nothing to undo.")
+        if n == 0:
+            return ActionResult(True, "No hand came back: those callers have left or speak now.")
+        return ActionResult(True, f"{n} hand{'s are' if n != 1 else ' is'} back in the queue.")
+
+    @_redis_guarded
     async def mute_all(self, room: str) -> ActionResult:
         """Mute every caller except hosts; the speaker's turn ends."""
         state = await self.queue.snapshot(room)
@@ -559,6 +570,7 @@ ROOM_ACTIONS: dict[str, RoomAction] = {
     "call-next": lambda h, r: h.call_on(r),
     "done": lambda h, r: h.done(r),
     "lower-all": lambda h, r: h.lower_all(r),
+    "undo-lower-all": lambda h, r: h.undo_lower_all(r),
     "mute-all": lambda h, r: h.mute_all(r),
     "end": lambda h, r: h.end_conference(r),
 }

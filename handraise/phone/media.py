@@ -35,6 +35,7 @@ from quart import Blueprint, Quart, current_app, websocket
 
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
+from ..queue import IsSpeaker, NoSpeaker
 from ..rooms import get_room
 from .control import prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
@@ -288,7 +289,8 @@ class MediaStream:
                 log.warning("media stream (%s): call %s is not this participant's; refused",
                             self.label, start.call_sid[-6:])
                 return None
-            commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower"}
+            commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower",
+                        room.reply_keys: "reply"}
         return commands
 
     async def finish(self) -> None:
@@ -387,6 +389,8 @@ class MediaStream:
             log.info("room %s: %s pressed %s in the conference (%s)", room, pid, command.keys,
                      "hand lowered" if lowered else "no hand was raised")
             result = await svc.host.announce(room, pid, "lowered" if lowered else "not_raised")
+        elif command.name == "reply":
+            result = await svc.host.announce(room, pid, *await _reply(svc, room, pid, command.keys))
         elif command.name == "pin":
             log.info("room %s: %s asked for their web PIN again (%s)", room, pid, command.keys)
             result = await svc.host.remind_pin(room, pid)
@@ -396,6 +400,20 @@ class MediaStream:
         if not result.ok:
             log.info("room %s: could not tell %s privately: %s", room, pid, result.message)
 
+
+
+async def _reply(svc: PhoneServices, room: str, pid: str, keys: str) -> tuple[str, int | None]:
+    """Raise a reply to the speaker; the announcement (key, position) that answers it."""
+    try:
+        position, new = await svc.queue.reply(room, pid, source="keypad")
+    except NoSpeaker:
+        log.info("room %s: %s pressed %s with nobody speaking", room, pid, keys)
+        return "no_speaker", None
+    except IsSpeaker:
+        return "is_speaker", None
+    log.info("room %s: %s raised a reply with %s in the conference (position %d%s)",
+             room, pid, keys, position, "" if new else ", already a reply")
+    return "reply_raised", position
 
 
 @bp.websocket("/stream")

@@ -25,6 +25,9 @@ ANNOUNCEMENTS: dict[str, str] = {
     "lowered": "Your hand was lowered.",
     "not_raised": "Your hand was not raised.",
     "raised": "Hand raised. You are number {n} in line.",
+    "reply_raised": "Reply raised. You are number {n} in line.",
+    "no_speaker": "Nobody is speaking, so there is nothing to reply to.",
+    "is_speaker": "You are speaking now, so there is nothing to reply to.",
     "muted": "You have been muted.",
     "unavailable": "Hand raising is briefly unavailable. Please stay on the line.",
 }
@@ -204,12 +207,13 @@ def host_prompt(action_url: str, rejoin_url: str, *, raise_keys: str, lower_keys
     return _xml(r)
 
 
-def star_menu(action_url: str, rejoin_url: str) -> str:
+def star_menu(action_url: str, rejoin_url: str, *, reply_key: str | None = None) -> str:
     """``star`` keypad mode: the caller pressed * and stepped out; read one key, then back."""
     r = VoiceResponse()
     g = r.gather(input="dtmf", num_digits=1, finish_on_key="", timeout=4, action=action_url,
                  method="POST")
-    g.say("Press 1 to raise your hand, 2 to lower it, 0 to hear your web PIN.")
+    reply = f", {_spoken_keys(reply_key)} to reply to the speaker" if reply_key else ""
+    g.say(f"Press 1 to raise your hand, 2 to lower it{reply}, 0 to hear your web PIN.")
     r.redirect(rejoin_url, method="POST")
     return _xml(r)
 

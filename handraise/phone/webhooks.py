@@ -23,7 +23,7 @@ from ..config import Settings
 from ..errors import HandraiseError, NotFound
 from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
-from ..queue import Queue, Source, mask_number
+from ..queue import IsSpeaker, NoSpeaker, Queue, Source, mask_number
 from ..rooms import Role, Room, code_hash, get_room, list_rooms, lookup_code, new_id, update_room
 from ..store import Redis, key
 from . import twiml
@@ -412,7 +412,8 @@ async def _after_dial(svc: PhoneServices, form: dict[str, str]) -> Response:
     if form.get("DialCallStatus") == "answered":
         room = await get_room(svc.redis, room_id)
         if room.keypad_mode == "star" and room.status == "open":
-            return _xml(twiml.star_menu(svc.urls.star_keys(room_id, pid), svc.urls.rejoin(room_id, pid)))
+            return _xml(twiml.star_menu(svc.urls.star_keys(room_id, pid), svc.urls.rejoin(room_id, pid),
+                                        reply_key=after_star(room.reply_keys)))
     prompting = False
     with contextlib.suppress(*REDIS_ERRORS):
         prompting = bool(await svc.redis.exists(prompting_key(room_id, pid)))
@@ -424,17 +425,35 @@ async def _after_dial(svc: PhoneServices, form: dict[str, str]) -> Response:
 
 
 async def _hand_keys(svc: PhoneServices, form: dict[str, str], *, raise_digits: set[str],
-                     lower_digits: set[str], source: Source) -> Response:
+                     lower_digits: set[str], source: Source,
+                     reply_digits: frozenset[str] = frozenset()) -> Response:
     room_id, pid = _arg("room"), _arg("pid")
     digits = form.get("Digits", "")
     line = "Returning you to the meeting."
-    if digits in raise_digits:
+    if digits in reply_digits:
+        line = await _reply_line(svc, room_id, pid, source)
+    elif digits in raise_digits:
         position, _ = await svc.queue.raise_hand(room_id, pid, source=source)
         line = f"Your hand is raised. You are number {position} in line."
     elif digits in lower_digits:
         await svc.queue.lower_hand(room_id, pid, by=source)
         line = "Your hand is down."
     return _xml(twiml.say_then_redirect(line, svc.urls.rejoin(room_id, pid)))
+
+
+async def _reply_line(svc: PhoneServices, room_id: str, pid: str, source: Source) -> str:
+    """Raise a reply to the speaker; what the caller hears about it."""
+    try:
+        position, _ = await svc.queue.reply(room_id, pid, source=source)
+    except (NoSpeaker, IsSpeaker) as exc:
+        return twiml.ANNOUNCEMENTS["no_speaker" if isinstance(exc, NoSpeaker) else "is_speaker"]
+    log.info("room %s: %s raised a reply from the star menu (position %d)", room_id, pid, position)
+    return f"Your reply is raised. You are number {position} in line."
+
+
+def after_star(keys: str) -> str:
+    """What the star menu reads for ``keys``: the key after the ``*`` that stepped out."""
+    return keys[1:] if keys.startswith("*") and len(keys) > 1 else keys
 
 
 async def _star_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
@@ -445,7 +464,8 @@ async def _star_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
         line = twiml.pin_line(pin, svc.urls.companion()) if pin else "Your web PIN is not available."
         return _xml(twiml.say_then_redirect(line, svc.urls.rejoin(room.id, _arg("pid"))))
     return await _hand_keys(svc, form, raise_digits={"1", room.raise_keys},
-                            lower_digits={"2", room.lower_keys}, source="keypad")
+                            lower_digits={"2", room.lower_keys}, source="keypad",
+                            reply_digits=frozenset({after_star(room.reply_keys)}))
 
 
 async def _prompt(svc: PhoneServices, form: dict[str, str]) -> Response:

@@ -47,7 +47,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import BaseConverter, Rule
 
 from ..app import Services, services
-from ..errors import HandraiseError
+from ..errors import Conflict, HandraiseError
 from ..events import (
     REDIS_ERRORS,
     RESET,
@@ -392,6 +392,10 @@ class HandOut(BaseModel):
     wait_s: float
     source: str | None = Field(description="keypad, web, prompt, host or api")
     topic: str | None
+    kind: Literal["point", "reply"] = Field(
+        description="point: a new point; reply: a reply to the current speaker (replies go first "
+                    "while that turn lasts, then become points in place)")
+    reply_to: str | None = Field(description="The participant a reply answers (null for a point).")
 
 
 class SpeakerOut(BaseModel):
@@ -402,7 +406,8 @@ class SpeakerOut(BaseModel):
 
 
 class QueueOut(BaseModel):
-    """The raised hands, first raised first, and who speaks now."""
+    """The raised hands in queue order (replies first, then points: first raised first, or in
+    a fair room those not yet called on first), and who speaks now."""
 
     room: str
     hands: list[HandOut]
@@ -431,6 +436,7 @@ class HandOutcome(Outcome):
 
     position: int
     newly_raised: bool
+    kind: Literal["point", "reply"] = "point"
 
 
 class RenameIn(BaseModel):
@@ -716,7 +722,8 @@ async def get_queue(room: str) -> dict[str, Any]:
         p = state.participant(h.participant)
         hands.append({"participant": h.participant, "display_name": p.display_name if p else h.participant,
                       "position": h.position, "raised_at": rfc3339(h.raised_at), "wait_s": h.wait_s,
-                      "source": h.source, "topic": p.topic if p else None})
+                      "source": h.source, "topic": p.topic if p else None, "kind": h.kind,
+                      "reply_to": h.reply_to})
     return {"room": room, "hands": hands, "speaker": _speaker(state), "last_event_id": state.last_event_id}
 
 
@@ -746,7 +753,10 @@ async def _outcome(result: ActionResult) -> dict[str, Any]:
 ROOM_ACTION_DOCS: dict[str, tuple[str, str]] = {
     "call-next": ("call_next", "Call on the first raised hand: unmute them, make them the speaker."),
     "done": ("done", "End the speaker's turn: mute them again."),
-    "lower-all": ("lower_all_hands", "Lower every raised hand."),
+    "lower-all": ("lower_all_hands", "Lower every raised hand (undoable for 15 s)."),
+    "undo-lower-all": ("undo_lower_all", "Bring back the hands the last lower-all took down, in "
+                                         "the same order; 409 \"Nothing to undo\" after 15 s or "
+                                         "once used."),
     "mute-all": ("mute_all", "Mute every caller except hosts; the speaker's turn ends."),
     "end": ("end_conference", "End the conference for everyone (the room stays open)."),
 }
@@ -814,6 +824,27 @@ async def put_hand(room: str, pid: str) -> dict[str, Any]:
     message = f"Hand raised; they are number {position}." if new else \
         f"Their hand was already up; they are number {position}."
     return {"ok": True, "message": message, "participant": pid, "position": position, "newly_raised": new}
+
+
+@bp.put("/rooms/<id:room>/participants/<id:pid>/reply")
+@validate_response(HandOutcome)
+@problems(409)
+async def put_reply(room: str, pid: str) -> dict[str, Any]:
+    """Raise their hand as a reply to the current speaker (their raised point becomes a reply);
+    409 if nobody speaks or they are the speaker."""
+    await _participant(room, pid)
+    svc = _svc()
+    try:
+        position, new = await svc.queue.reply(room, pid, source="api")
+    except Conflict as exc:
+        return await _outcome(ActionResult(False, exc.message, pid))
+    if new:
+        await svc.host.announce(room, pid, "reply_raised", position)
+        log.info("room %s: reply of %s raised through the API (%s)", room, pid, _caller().name)
+    message = f"Reply raised; they are number {position}." if new else \
+        f"Their reply was already up; they are number {position}."
+    return {"ok": True, "message": message, "participant": pid, "position": position,
+            "newly_raised": new, "kind": "reply"}
 
 
 @bp.delete("/rooms/<id:room>/participants/<id:pid>/hand")

@@ -153,7 +153,11 @@ def hand_sentence(live: Live, p: Participant | None) -> str:
         return "Your call has ended."
     if state.speaker == p.id:
         return "You are live — the host called on you."
-    position = next((h.position for h in state.queue if h.participant == p.id), None)
+    hand = state.hand(p.id)
+    position = hand.position if hand is not None else None
+    if hand is not None and hand.kind == "reply":
+        return "Your reply is raised. " + (
+            "You're next." if position == 1 else f"You are number {position} in line.")
     if position == 1:
         return "Your hand is raised. You're next."
     if position is not None:
@@ -172,8 +176,14 @@ def spoken(keys: str) -> str:
 async def render_me(live: Live, pid: str, *, csrf: str = "", error: str | None = None) -> Fragments:
     """This caller's own partials: the status line and the controls (nobody else's data)."""
     p = live.state.participant(pid)
-    raised = any(h.participant == pid for h in live.state.queue)
+    hand = live.state.hand(pid)
+    raised = hand is not None
+    speaker = live.state.speaker
+    # Reply: while someone else speaks, unless this hand already is a reply.
+    can_reply = p is not None and speaker is not None and speaker != pid and (
+        hand is None or hand.kind != "reply")
     context = {"live": live, "p": p, "raised": raised, "room": live.room, "error": error,
+               "can_reply": can_reply,
                "speaking": live.state.speaker == pid, "csrf_token": csrf,
                "sentence": hand_sentence(live, p)}
     return [(name, await render_template(f"participant/_{name}.html", **context))
@@ -250,7 +260,7 @@ async def _after(pid: str, room: str, error: str | None = None) -> Any:
 @bp.post("/me/<action>")
 @participant_required("action")
 async def post_me(action: str) -> Any:
-    """Raise or lower this caller's hand, or save their topic or name."""
+    """Raise, reply, or lower this caller's hand, or save their topic or name."""
     room, pid = _link()
     if (refused := await _forged(pid)) is not None:
         return refused
@@ -261,6 +271,10 @@ async def post_me(action: str) -> Any:
             position, new = await svc.queue.raise_hand(room, pid, source="web")
             if new and (await _cache(svc).look(room)).room.announce_web:
                 await svc.host.announce(room, pid, "raised", n=position)
+        elif action == "reply":
+            position, new = await svc.queue.reply(room, pid, source="web")
+            if new and (await _cache(svc).look(room)).room.announce_web:
+                await svc.host.announce(room, pid, "reply_raised", n=position)
         elif action == "lower":
             await svc.queue.lower_hand(room, pid, by="web")
         elif action == "topic":

@@ -23,7 +23,7 @@ from webkit import settings as app_settings
 from handraise.app import create_app
 from handraise.errors import HandraiseError
 from handraise.queue import Queue
-from handraise.rooms import clean_name, create_room
+from handraise.rooms import ROOM_SETTINGS, clean_name, create_room
 from handraise.sim import ServedApp
 from handraise.store import client_from_url
 from handraise.tokens import create_token
@@ -121,13 +121,32 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
 def filter_body(context: Any, body: Any) -> bool:
     # Room names: the domain also refuses control and format characters (422), which JSON
     # Schema cannot describe; leave those out of the generated bodies.
-    if context.operation.path == "/api/v1/rooms" and isinstance(body, dict) \
+    if context.operation.path in ("/api/v1/rooms", "/api/v1/rooms/{room}") and isinstance(body, dict) \
             and isinstance(body.get("name"), str):
         try:
             clean_name(body["name"])
         except HandraiseError:
             return False
     return True
+
+
+#: The keys settings, and which of them may use keys ending in each character: its own
+#: default's, the rest shared out in turn. Two settings can then never end up equal (the
+#: domain refuses that with 422, across requests too, which JSON Schema cannot describe).
+KEY_SETTINGS = [s for s in ROOM_SETTINGS if s.kind == "keys"]
+_KEY_OWNER = {str(s.default)[-1]: s.name for s in KEY_SETTINGS}
+_KEY_OWNER |= {c: KEY_SETTINGS[i % len(KEY_SETTINGS)].name
+               for i, c in enumerate(c for c in "0123456789ABCD" if c not in _KEY_OWNER)}
+
+
+@schema.hook
+def map_body(context: Any, body: Any) -> Any:
+    if isinstance(body, dict):
+        for s in KEY_SETTINGS:
+            value = body.get(s.name)
+            if isinstance(value, str) and value and _KEY_OWNER.get(value[-1], s.name) != s.name:
+                body = {**body, s.name: s.default}
+    return body
 
 
 # The event stream never ends, so schemathesis cannot call it; test_api.py reads it.
