@@ -68,7 +68,7 @@ async def test_star_mode_reads_4_after_star_as_a_reply(redis_server: str) -> Non
         created = await create_room(stack.redis, "Star replies", keypad_mode="star")
         room = created.room
         await stack.join(created.host_code, "+15550100001", host=True)
-        (_s, s_pid), (a, a_pid), (b, b_pid) = [
+        (_s, s_pid), (_a, a_pid), (b, b_pid) = [
             await stack.join(room.access_code, f"+1555010000{i}") for i in (2, 3, 4)]
         await stack.queue.raise_hand(room.id, a_pid, source="web")
         assert (await stack.host.call_on(room.id, s_pid)).ok
@@ -135,7 +135,7 @@ async def test_undo_lower_all_through_the_api_and_from_another_process(redis_ser
         created = await create_room(stack.redis, "Undo")
         room = created.room
         await stack.join(created.host_code, "+15550100001", host=True)
-        (a, a_pid), (b, b_pid), (c, c_pid) = [
+        (a, a_pid), (_b, b_pid), (c, c_pid) = [
             await stack.join(room.access_code, f"+1555010000{i}") for i in (2, 3, 4)]
         mark = stack.sim.events[-1].seq
         for n, sid in enumerate((c, a), start=1):
