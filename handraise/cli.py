@@ -162,7 +162,8 @@ async def _rooms_show(settings: Settings, args: argparse.Namespace) -> int:
             "participants": [p.to_dict(host_view=True) for p in state.participants],
             "queue": [
                 {"participant": h.participant, "position": h.position,
-                 "raised_at": h.raised_at, "wait_s": h.wait_s, "source": h.source}
+                 "raised_at": h.raised_at, "wait_s": h.wait_s, "source": h.source,
+                 "kind": h.kind, "reply_to": h.reply_to}
                 for h in state.queue
             ],
             "speaker": state.speaker,
@@ -180,7 +181,9 @@ async def _rooms_show(settings: Settings, args: argparse.Namespace) -> int:
     for h in state.queue:
         p = people.get(h.participant)
         name = p.display_name if p else h.participant
-        print(f"    {h.position:>3}. {name:<28} waiting {_fmt_wait(h.wait_s):>7}  via {h.source}")
+        to = people.get(h.reply_to) if h.reply_to else None
+        reply = f"  reply to {to.display_name if to else h.reply_to}" if h.kind == "reply" else ""
+        print(f"    {h.position:>3}. {name:<28} waiting {_fmt_wait(h.wait_s):>7}  via {h.source}{reply}")
     print(f"  participants ({len(state.participants)}):")
     for p in state.participants:
         flags = ", ".join(f for f, on in (("host", p.role == "host"), ("muted", p.muted),

@@ -4,12 +4,15 @@ heard privately."""
 
 from __future__ import annotations
 
+from argparse import Namespace
 from typing import Any
 
 import httpx
 import pytest
 from phonekit import Stack, phone_stack, until
 
+from handraise.cli import _rooms_show
+from handraise.config import Settings
 from handraise.rooms import create_room
 from handraise.store import key
 from handraise.tokens import create_token
@@ -29,7 +32,7 @@ async def order(stack: Stack, room: str) -> list[tuple[str, str]]:
 
 
 async def test_star_4_raises_a_reply_ahead_of_points_that_becomes_a_point_when_the_turn_ends(
-        redis_server: str) -> None:
+        redis_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     async with phone_stack(redis_server) as stack:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Replies")  # stream mode, reply_keys *4
@@ -54,6 +57,9 @@ async def test_star_4_raises_a_reply_ahead_of_points_that_becomes_a_point_when_t
         assert (reply.reply_to, reply.source) == (s_pid, "keypad")
         stack.sim.press(s, "*4")  # the speaker cannot reply to themselves
         await heard(stack, s, "You are speaking now, so there is nothing to reply to.", mark)
+        await stack.queue.update(room.id, s_pid, name="Sam")
+        await _rooms_show(Settings(redis_url=redis_server), Namespace(room=room.id, json=False))
+        assert "via keypad  reply to Sam" in capsys.readouterr().out
 
         # The speaker is done: b's reply becomes an ordinary hand in place (after a's).
         assert (await stack.host.done(room.id)).ok
