@@ -164,7 +164,6 @@ def init_phone(app: Quart) -> None:
             svc.reconciler = asyncio.create_task(
                 _reconcile_forever(svc, settings.reconcile_interval_s, media_hub(app).holder))
 
-    @app.after_serving
     async def stop_phone() -> None:
         svc: PhoneServices | None = app.extensions.pop("handraise_phone", None)
         if svc is not None and svc.reconciler is not None:
@@ -172,9 +171,15 @@ def init_phone(app: Quart) -> None:
             try:
                 await asyncio.wait_for(asyncio.shield(svc.reconciler), RECONCILE_STOP_S)
             except TimeoutError:  # a reconciliation still talking to Twilio: cut it short
+                log.info("stopping: the reconciliation under way was cut short after %.0f s",
+                         RECONCILE_STOP_S)
                 svc.reconciler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await svc.reconciler
+
+    # First of the shut-down steps: a reconciliation under way uses Redis and the Twilio
+    # session, which the core services' shut-down (registered before this) closes.
+    app.after_serving_funcs.insert(0, stop_phone)
 
 
 def host_controls(app: Quart) -> HostControls:

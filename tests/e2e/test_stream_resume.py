@@ -1,0 +1,164 @@
+"""Keypad streams that survive a restart: Twilio never reconnects a media stream, so the
+app starts a new one (REST Streams create) for callers no process holds a stream for."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from phonekit import ACCOUNT_SID, AUTH_TOKEN, Stack, phone_stack, until
+from servekit import Served
+
+from handraise.phone.media import media_hub
+from handraise.phone.streams import (
+    holder_gone,
+    live_streams,
+    live_value,
+    process_holder,
+    refresh_live,
+)
+from handraise.phone.webhooks import phone, resume_streams
+from handraise.queue import Queue
+from handraise.rooms import create_room
+from handraise.sim import SimConfig, Simulator, free_port
+from handraise.sim.client import emulator_client
+from handraise.store import Redis, client_from_url
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning"),
+]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_holder_is_gone_only_when_it_was_a_process_of_this_host_that_no_longer_runs() -> None:
+    me = process_holder()
+    host = me.split(":")[0]
+    assert not holder_gone(me, me)
+    assert holder_gone(f"{host}:{os.getpid()}:0000", me)  # an earlier life of this pid
+    assert holder_gone(f"{host}:{_dead_pid()}:beef", me)
+    assert not holder_gone(f"{host}:{os.getppid()}:beef", me)  # runs
+    assert not holder_gone(f"elsewhere-{host}:{_dead_pid()}:beef", me)  # trust its expiry
+    assert not holder_gone("junk", me)
+
+
+async def _resumed_streams(stack: Stack, sid: str) -> list[dict[str, object]]:
+    return [e.data for e in stack.sim.events if e.kind == "rest"
+            and e.data["path"].endswith(f"/Calls/{sid}/Streams.json")]
+
+
+async def test_a_stream_live_in_another_process_is_not_duplicated_and_a_dead_one_is_resumed(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Resume")
+        room = created.room
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
+        svc, me = phone(stack.app), media_hub(stack.app).holder
+        live = await until(lambda: live_streams(stack.redis, room.id, me=me))
+        assert live[pid].holder == me
+        assert await resume_streams(svc, me=me, grace_s=0) == 0  # held here
+
+        # The stream stops (REST, as an operator could); a process on another host says
+        # it holds one for this caller: that one is trusted until it expires.
+        client = emulator_client(stack.sim.base_url, ACCOUNT_SID, AUTH_TOKEN)
+        await asyncio.to_thread(client.calls(sid).streams("handraise-keys").update,
+                                status="stopped")
+        await until(lambda: stack.sim.state(sid)["streams"] == [])
+        await until(lambda: _not_live(stack.redis, room.id, pid, me))
+        other = "elsewhere:4242:abcd"
+        await refresh_live(stack.redis, {room.id: {pid: "MZ" + "0" * 32}}, other)
+        assert await resume_streams(svc, me=me, grace_s=0) == 0
+        assert stack.sim.state(sid)["streams"] == [] and not await _resumed_streams(stack, sid)
+
+        # Its entry expires (that process died): the stream is started again by REST, with
+        # the TwiML's name and parameters, and the keypad works in it.
+        await stack.redis.hset(f"hr:{{{room.id}}}:live-streams", pid,
+                               live_value(other, "MZ" + "0" * 32, ttl_s=-1))
+        mark = stack.sim.events[-1].seq
+        assert await resume_streams(svc, me=me, grace_s=0) == 1
+        started = await stack.sim.wait_event("stream-started", call_sid=sid, after=mark)
+        assert started.data["name"] == "handraise-keys"
+        assert started.data["params"] == {"room": room.id, "participant": pid}
+        assert started.data["url"] == svc.urls.media_stream()
+        live = await until(lambda: _live_here(stack.redis, room.id, pid, me))
+        assert await resume_streams(svc, me=me, grace_s=0) == 0  # live again: not twice
+        assert len(await _resumed_streams(stack, sid)) == 1
+
+        stack.sim.press(sid, "*1")
+        await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", after=mark,
+                                   text="Hand raised. You are number 1 in line.", timeout=15)
+        assert [(h.participant, h.source) for h in await stack.queue.queue(room.id)] == [
+            (pid, "keypad")]
+
+
+async def _not_live(redis: Redis, room: str, pid: str, me: str) -> bool:
+    return pid not in await live_streams(redis, room, me=me)
+
+
+async def _live_here(redis: Redis, room: str, pid: str, me: str) -> bool:
+    entry = (await live_streams(redis, room, me=me)).get(pid)
+    return entry is not None and entry.holder == me
+
+
+@pytest.mark.slow
+async def test_after_the_app_is_killed_and_restarted_star_1_in_the_conference_still_raises_the_hand(
+        redis_server: str, tmp_path: Path) -> None:
+    redis = client_from_url(redis_server)
+    await redis.flushall()
+    port, sim_port = free_port(), free_port()
+    server = Served(redis_server, tmp_path / "serve.log", port=port, env={
+        "HANDRAISE_TWILIO_API_URL": f"http://127.0.0.1:{sim_port}",
+        "HANDRAISE_RECONCILE_INTERVAL": "1"})
+    config = SimConfig(voice_url=server.public + "/voice/incoming", account_sid=ACCOUNT_SID,
+                       auth_token=AUTH_TOKEN, port=sim_port, media_time_scale=0.0,
+                       wait_time_scale=0.05, seed=11, background="silence")
+    try:
+        async with Simulator(config) as sim:
+            await asyncio.to_thread(server.start)
+            created = await create_room(redis, "Survives a restart")
+            room = created.room
+            host = sim.place_call("+15550100001", "+15550109999")
+            await sim.wait_event("gather-start", call_sid=host, num_digits=6)
+            sim.press(host, created.host_code)
+            sid = sim.place_call("+15550100002", "+15550109999")
+            await sim.wait_event("gather-start", call_sid=sid, num_digits=6)
+            sim.press(sid, room.access_code)
+            await sim.wait_event("conference", call_sid=sid, event="participant-join",
+                                 timeout=20)
+            pid = sim.state(sid)["conference"]["label"]
+            await until(lambda: live_streams(redis, room.id), timeout=20)
+
+            mark = sim.events[-1].seq
+            server.kill()  # kill -9: nothing of the app's shut-down runs
+            await sim.wait_event("stream-stopped", call_sid=sid, after=mark, timeout=20)
+            assert sim.state(sid)["streams"] == []  # Twilio does not reconnect it
+            await asyncio.to_thread(server.start)
+            await sim.wait_event("stream-started", call_sid=sid, after=mark, timeout=40)
+            await until(lambda: _listening(server, pid), timeout=20)
+
+            sim.press(sid, "*1")
+            await sim.wait_event("heard", call_sid=sid, kind="announcement", after=mark,
+                                 text="Hand raised. You are number 1 in line.", timeout=20)
+            hands = await Queue(redis).queue(room.id)
+            assert [(h.participant, h.source) for h in hands] == [(pid, "keypad")]
+            log = server.log()
+            assert f"room {room.id}: {pid} had no live keypad stream" in log, log[-3000:]
+            assert log.count("had no live keypad stream") == 1  # one stream, not one per pass
+            assert await asyncio.to_thread(server.terminate) == 0
+    finally:
+        server.stop()
+        await redis.aclose()
+
+
+def _listening(server: Served, pid: str) -> bool:
+    return server.log().count(f"participant {pid}): listening for keys") == 2
