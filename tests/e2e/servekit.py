@@ -4,6 +4,7 @@ clients that play Twilio's part on its ``/voice/stream`` (many at once)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -115,6 +116,8 @@ class StreamClient:
     ws: ClientConnection | None = None
     closed: asyncio.Future[None] | None = None
     messages: list[str] = field(default_factory=list)
+    sent: int = 0
+    _pump: asyncio.Task[None] | None = None
 
     async def open(self, url: str) -> None:
         signature = RequestValidator(AUTH_TOKEN).compute_signature(url, {})
@@ -134,6 +137,36 @@ class StreamClient:
                                       "channels": 1}}}))
         self.closed = asyncio.ensure_future(self._read())
 
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Media frames in a row (the server queues them for its 20 ms ticks)."""
+        assert self.ws is not None
+        stream_sid = "MZ" + self.caller.call_sid[2:]
+        for frame in frames:
+            self.sent += 1
+            await self.ws.send(json.dumps({
+                "event": "media", "sequenceNumber": str(self.sent + 1), "streamSid": stream_sid,
+                "media": {"track": "inbound", "chunk": str(self.sent),
+                          "timestamp": str(self.sent * 20),
+                          "payload": base64.b64encode(frame).decode()}}))
+
+    def pump(self, every_s: float, frame: bytes = bytes([0xFF]) * 160) -> None:
+        """Send a media frame (default silence) every ``every_s`` until the socket closes."""
+        self._pump = asyncio.ensure_future(self._pump_forever(every_s, frame))
+
+    async def _pump_forever(self, every_s: float, frame: bytes) -> None:
+        assert self.ws is not None
+        stream_sid = "MZ" + self.caller.call_sid[2:]
+        payload = base64.b64encode(frame).decode()
+        with contextlib.suppress(Exception):
+            while self.ws.close_code is None:
+                self.sent += 1
+                await self.ws.send(json.dumps({
+                    "event": "media", "sequenceNumber": str(self.sent + 1),
+                    "streamSid": stream_sid,
+                    "media": {"track": "inbound", "chunk": str(self.sent),
+                              "timestamp": str(self.sent * 20), "payload": payload}}))
+                await asyncio.sleep(every_s)  # pacing, as Twilio paces its frames
+
     async def _read(self) -> None:
         assert self.ws is not None
         with contextlib.suppress(Exception):
@@ -145,6 +178,8 @@ class StreamClient:
         return None if self.ws is None else self.ws.close_code
 
     async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
         if self.ws is not None:
             await self.ws.close()
         if self.closed is not None:

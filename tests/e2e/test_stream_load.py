@@ -4,14 +4,17 @@ a burst of stream starts, and a SIGTERM with hundreds of streams open."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from pathlib import Path
 
 import pytest
 from phonekit import until
 from servekit import Served, open_streams, seed_callers
 
+from handraise.dsp import synth
 from handraise.phone.control import set_conference
-from handraise.phone.streams import check_key, live_key
+from handraise.phone.streams import check_key, live_key, note_gather
 from handraise.rooms import update_room
 from handraise.store import Redis, key
 
@@ -64,6 +67,8 @@ async def test_sigterm_with_hundreds_of_streams_logs_one_stop_line_each_and_exit
     clients = []
     try:
         clients = await open_streams(server.ws_url, callers)
+        for client in clients:  # audio keeps coming while the server stops
+            client.pump(0.1)
         await until(lambda: _all(redis, rooms, len(callers)), timeout=60)
         code = await asyncio.to_thread(server.terminate)
         # The server closed every stream itself ("going away"), after finishing it.
@@ -118,3 +123,53 @@ async def test_sigterm_while_streams_are_being_resumed_stops_the_resume_before_t
     assert "Traceback" not in log and "CancelledError" not in log, log[-5000:]
     assert "Unclosed" not in log, log[-3000:]
     assert len(requests) == 1  # shutdown stopped the pass: no caller after the hung one
+
+
+async def test_sigterm_lets_an_announcement_in_flight_reach_twilio_before_the_session_closes(
+        redis: Redis, redis_server: str, tmp_path: Path) -> None:
+    [caller] = await seed_callers(redis, 1, 1)
+    conference = "CF" + "cd" * 16
+    await update_room(redis, caller.room, conference_sid=conference)
+    await set_conference(redis, caller.room, caller.pid, conference)
+    await note_gather(redis, caller.room, caller.pid, "")  # the pre-join window is over
+    requests: list[bytes] = []
+    answered: list[bool] = []
+    log_path = tmp_path / "serve.log"
+
+    async def slow_twilio(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        requests.append(head + await reader.readexactly(length))
+        # Answer only once the server is shutting down (SIGTERM came while this was open).
+        await until(lambda: "serve: stopping" in log_path.read_text(), timeout=30)
+        body = json.dumps({"call_sid": caller.call_sid, "label": caller.pid, "muted": True,
+                           "conference_sid": conference}).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        answered.append(True)
+        writer.close()
+
+    twilio = await asyncio.start_server(slow_twilio, "127.0.0.1", 0)
+    port = twilio.sockets[0].getsockname()[1]
+    server = Served(redis_server, log_path, env={"HANDRAISE_TWILIO_API_URL": f"http://127.0.0.1:{port}"})
+    clients = []
+    try:
+        await asyncio.to_thread(server.start)
+        clients = await open_streams(server.ws_url, [caller])
+        keys = synth.to_frames(synth.concat(synth.silence(100), synth.dtmf("*1"),
+                                            synth.silence(300)))
+        await clients[0].send_frames(keys)
+        await until(lambda: requests, timeout=30)  # the announcement of the raised hand
+        assert b"/Participants/" in requests[0] and b"AnnounceUrl" in requests[0]
+        code = await asyncio.to_thread(server.terminate)
+    finally:
+        server.stop()
+        await asyncio.gather(*(c.close() for c in clients))
+        twilio.close()
+    log = server.log()
+    assert code == 0, log[-3000:]
+    assert answered == [True]
+    assert "failed" not in log and "could not tell" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert f"participant {caller.pid}): stopped after" in log
