@@ -15,8 +15,9 @@ for all of a process's streams in one pipeline every :data:`LIVE_REFRESH_S`, rem
 it stops. The periodic reconciliation starts a new stream (REST) for every in-conference
 caller of a ``stream`` room whom no live entry covers. An entry is dead once expired, or
 at once when its holder was a process of this host that is gone (a restart on the same
-machine or container resumes without waiting for the expiry). Expiry is wall-clock: the
-hosts' clocks should agree to within a few seconds (NTP).
+machine or container resumes without waiting for the expiry; host names must tell
+machines and containers apart). Expiry is wall-clock: the hosts' clocks should agree to
+within a few seconds (NTP).
 
 **Gather marks.** Outside the conference (the pre-join window, a host prompt) a
 ``<Gather>`` reads the caller's keys, and the same tones also reach the stream. The voice
@@ -185,13 +186,12 @@ def holder_gone(holder: str, me: str) -> bool:
     """True if ``holder`` was a process of this host that no longer runs (or an earlier
     life of this very process); False when it may run (another host: trust the expiry)."""
     host, _, rest = holder.partition(":")
-    pid_raw, _, token = rest.partition(":")
-    my_host, _, my_rest = me.partition(":")
-    if host != my_host or not pid_raw.isdigit():
+    pid_raw = rest.partition(":")[0]
+    if host != me.partition(":")[0] or not pid_raw.isdigit():
         return False
     pid = int(pid_raw)
     if pid == os.getpid():
-        return holder != me and token != my_rest.partition(":")[2]
+        return holder != me
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
