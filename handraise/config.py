@@ -44,6 +44,9 @@ class Settings:
     reconcile_interval_s: float = 20.0
     #: The companion page's address as callers hear it; default: the public URL + /join.
     companion_url: str | None = None
+    #: Who may read GET /metrics: "local" (this machine, not through a proxy), "host"
+    #: (a signed-in host or an API token) or "off".
+    metrics_access: str = "local"
 
     @classmethod
     def from_env(
@@ -133,7 +136,13 @@ class Settings:
                     f"HANDRAISE_RECONCILE_INTERVAL is {interval_raw!r}: it should hold "
                     f"{_WHAT['HANDRAISE_RECONCILE_INTERVAL']}."
                 )
+        metrics_access = (get("HANDRAISE_METRICS") or "local").lower()
+        if metrics_access not in {"local", "host", "off"}:
+            raise ConfigError(
+                f"HANDRAISE_METRICS is {metrics_access!r}: it should hold {_WHAT['HANDRAISE_METRICS']}."
+            )
         return cls(
+            metrics_access=metrics_access,
             public_url=public_url,
             redis_url=redis_url,
             data_dir=data_dir,
@@ -161,6 +170,8 @@ def _check_http_url(name: str, value: str) -> str:
 
 
 _WHAT = {
+    "HANDRAISE_METRICS": "local (GET /metrics from this machine only, not through a proxy), "
+    "host (a signed-in host or an API token) or off",
     "HANDRAISE_PUBLIC_URL": "the public base URL Twilio reaches this server at, "
     "such as https://handraise.example.org (no query string)",
     "HANDRAISE_REDIS_URL": "a Redis URL such as redis://localhost:6379/0 or "
