@@ -266,7 +266,9 @@ async def streams_to_resume(redis: Redis, room: Room, *, me: str, grace_s: float
 
     Only participants (hosts get no stream) with a call, in the room's running conference,
     who dialled in at least ``grace_s`` ago (a stream just started by TwiML has had time
-    to say it is live).
+    to say it is live), and whose call had a stream (a self-test record): a caller who
+    joined without one (the room was in ``star`` mode then, with ``hangupOnStar`` on their
+    Dial) is left as they are.
     """
     if room.keypad_mode != "stream" or not room.conference_sid:
         return []
@@ -281,11 +283,12 @@ async def streams_to_resume(redis: Redis, room: Room, *, me: str, grace_s: float
     async with redis.pipeline(transaction=False) as pipe:
         for pid in pids:
             pipe.hgetall(key(room.id, "p", pid))
-        hashes = await pipe.execute()
+            pipe.hexists(check_key(room.id), pid)
+        replies = await pipe.execute()
     cutoff_ms = (time.time() - grace_s) * 1000
     out = []
-    for pid, h in zip(pids, hashes, strict=True):
-        if not h:
+    for pid, h, had_stream in zip(pids, replies[::2], replies[1::2], strict=True):
+        if not h or not had_stream:
             continue
         p = _participant(room.id, pid, h)
         if (p.role == "participant" and p.call_sid and p.conference_sid == room.conference_sid

@@ -14,7 +14,7 @@ from servekit import Served, open_streams, seed_callers
 
 from handraise.dsp import synth
 from handraise.phone.control import set_conference
-from handraise.phone.streams import check_key, live_key, note_gather
+from handraise.phone.streams import KeypadCheck, check_key, live_key, note_gather, record_check
 from handraise.rooms import update_room
 from handraise.store import Redis, key
 
@@ -97,6 +97,9 @@ async def test_sigterm_while_streams_are_being_resumed_stops_the_resume_before_t
     for c in callers:
         await set_conference(redis, c.room, c.pid, conference)
         await redis.hset(key(c.room, "p", c.pid), "joined_at", 0)  # dialled in long ago
+        await record_check(redis, c.room, KeypadCheck(  # their stream ran, then its process died
+            participant=c.pid, stream="MZ" + c.call_sid[2:], frames=500, digits=0,
+            tones_seen=False, stopped=False, updated_at=0.0))
     requests: list[bytes] = []
     hung: list[asyncio.StreamWriter] = []
 

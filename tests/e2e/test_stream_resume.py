@@ -4,9 +4,6 @@ app starts a new one (REST Streams create) for callers no process holds a stream
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +11,7 @@ from phonekit import ACCOUNT_SID, AUTH_TOKEN, Stack, phone_stack, until
 from servekit import Served
 
 from handraise.phone.media import media_hub
-from handraise.phone.streams import (
-    holder_gone,
-    live_streams,
-    live_value,
-    process_holder,
-    refresh_live,
-)
+from handraise.phone.streams import live_streams, live_value, refresh_live
 from handraise.phone.webhooks import phone, resume_streams
 from handraise.queue import Queue
 from handraise.rooms import create_room
@@ -31,23 +22,6 @@ from handraise.store import Redis, client_from_url
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning"),
 ]
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def test_a_holder_is_gone_only_when_it_was_a_process_of_this_host_that_no_longer_runs() -> None:
-    me = process_holder()
-    host = me.split(":")[0]
-    assert not holder_gone(me, me)
-    assert holder_gone(f"{host}:{os.getpid()}:0000", me)  # an earlier life of this pid
-    assert holder_gone(f"{host}:{_dead_pid()}:beef", me)
-    assert not holder_gone(f"{host}:{os.getppid()}:beef", me)  # runs
-    assert not holder_gone(f"elsewhere-{host}:{_dead_pid()}:beef", me)  # trust its expiry
-    assert not holder_gone("junk", me)
 
 
 async def _resumed_streams(stack: Stack, sid: str) -> list[dict[str, object]]:
