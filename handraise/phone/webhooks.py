@@ -50,8 +50,11 @@ RECONCILE_STOP_S = 5.0
 #: A caller who dialled in this recently is not given a new keypad stream: the one their
 #: TwiML started may still be saying it is live.
 RESUME_GRACE_S = 5.0
-#: Per caller, at most one attempt to start a keypad stream again in this many seconds.
+#: Per caller, at most one attempt to start a keypad stream again in this many seconds...
 RESUME_RETRY_S = 60
+#: ...or this many after one that worked (time for the new stream to say it is live; a
+#: rolling restart that takes it down again must not wait a minute).
+RESUME_SETTLE_S = 10
 CALL_MAP_TTL_S = 12 * 3600
 LEFT_FOR_GOOD = {"participant_hung_up", "conference_ended_via_api", "moderator_ended_conference",
                  "participant_add_failed"}
@@ -713,13 +716,15 @@ async def resume_streams(svc: PhoneServices, *, me: str, rooms: list[Room] | Non
             callers = await streams_to_resume(svc.redis, room, me=me, grace_s=grace_s)
             for p in callers:
                 assert p.call_sid is not None
-                if svc.stopping.is_set() or not await svc.redis.set(
-                        key(room.id, "resuming", p.id), me, nx=True, ex=RESUME_RETRY_S):
+                claim = key(room.id, "resuming", p.id)
+                if svc.stopping.is_set() or not await svc.redis.set(claim, me, nx=True,
+                                                                    ex=RESUME_RETRY_S):
                     continue
                 outcome = await svc.twilio.start_stream(
                     p.call_sid, svc.urls.media_stream(), name=twiml.KEYPAD_STREAM,
                     params=twiml.keypad_stream_params(room.id, p.id))
                 if outcome.ok:
+                    await svc.redis.expire(claim, RESUME_SETTLE_S)
                     started += 1
                     log.info("room %s: %s had no live keypad stream (call %s); started a new one",
                              room.id, p.id, p.call_sid[-6:])
