@@ -30,8 +30,9 @@ class Served:
     """One ``handraise serve`` process on a fixed port; it can be killed and started again."""
 
     def __init__(self, redis_url: str, log_path: Path, *, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, workers: int = 1) -> None:
         self.port = port or free_port()
+        self.workers = workers
         self.public = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = os.environ | {
@@ -53,7 +54,7 @@ class Served:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "handraise.cli", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
+                 "--port", str(self.port), "--workers", str(self.workers)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:

@@ -58,11 +58,12 @@ async def _all(redis: Redis, rooms: set[str], n: int) -> bool:
     return await _counts(redis, rooms, "check") == n and await _counts(redis, rooms, "live") == n
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_sigterm_with_hundreds_of_streams_logs_one_stop_line_each_and_exits_cleanly(
-        redis: Redis, redis_server: str, tmp_path: Path) -> None:
+        redis: Redis, redis_server: str, tmp_path: Path, workers: int) -> None:
     callers = await seed_callers(redis, STOP_ROOMS, STOP_PER_ROOM)
     rooms = {c.room for c in callers}
-    server = Served(redis_server, tmp_path / "serve.log")
+    server = Served(redis_server, tmp_path / "serve.log", workers=workers)
     await asyncio.to_thread(server.start)
     clients = []
     try:
