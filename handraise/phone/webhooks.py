@@ -28,6 +28,7 @@ from ..rooms import Role, Room, code_hash, get_room, list_rooms, lookup_code, ne
 from ..store import Redis, key
 from . import twiml
 from .control import (
+    CALL_OVER,
     HostControls,
     TwilioControl,
     clear_conference,
@@ -728,9 +729,13 @@ async def resume_streams(svc: PhoneServices, *, me: str, rooms: list[Room] | Non
                     started += 1
                     log.info("room %s: %s had no live keypad stream (call %s); started a new one",
                              room.id, p.id, p.call_sid[-6:])
-                elif outcome.kind == "gone":
-                    log.info("room %s: %s's call %s is over; no keypad stream to resume",
-                             room.id, p.id, p.call_sid[-6:])
+                elif (outcome.kind == "gone"
+                      or await svc.twilio.call_status(p.call_sid) in CALL_OVER):
+                    # Hung up while no process listened (after a crash, its callback was
+                    # lost): the room lets them go, as the reconciliation would.
+                    await forget_participant(svc.queue, room.id, p.id, reason="gone")
+                    log.info("room %s: %s's call %s is over; removed, no keypad stream to "
+                             "resume", room.id, p.id, p.call_sid[-6:])
                 else:
                     log.warning("room %s: could not resume the keypad stream of %s: %s",
                                 room.id, p.id, outcome.message)

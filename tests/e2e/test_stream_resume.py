@@ -4,17 +4,19 @@ app starts a new one (REST Streams create) for callers no process holds a stream
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 from phonekit import ACCOUNT_SID, AUTH_TOKEN, Stack, phone_stack, until
 from servekit import Served
 
+from handraise.phone.control import set_conference
 from handraise.phone.media import media_hub
 from handraise.phone.streams import live_streams, live_value, refresh_live
 from handraise.phone.webhooks import phone, resume_streams
 from handraise.queue import Queue
-from handraise.rooms import create_room
+from handraise.rooms import create_room, get_room
 from handraise.sim import SimConfig, Simulator, free_port
 from handraise.sim.client import emulator_client
 from handraise.store import Redis, client_from_url
@@ -152,3 +154,27 @@ async def test_after_the_app_is_killed_and_restarted_star_1_in_the_conference_st
 
 def _listening(server: Served, pid: str, times: int = 2) -> bool:
     return server.log().count(f"participant {pid}): listening for keys") == times
+
+
+async def test_a_caller_whose_call_ended_unseen_is_removed_rather_than_resumed(
+        redis_server: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Ghost")
+        room = created.room
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.reach_prejoin(room, "+15550100002")  # their stream runs
+        me = media_hub(stack.app).holder
+        await until(lambda: _live_here(stack.redis, room.id, pid, me))
+        # They had been in the conference when the app went away; their hang-up's
+        # callback was lost with it.
+        conference = (await get_room(stack.redis, room.id)).conference_sid
+        assert conference
+        await set_conference(stack.redis, room.id, pid, conference)
+        await stack.sim.hang_up(sid)
+        await until(lambda: _not_live(stack.redis, room.id, pid, me))
+        caplog.set_level(logging.INFO, logger="handraise.phone.webhooks")
+
+        assert await resume_streams(phone(stack.app), me=me, grace_s=0) == 0
+        assert (await stack.queue.snapshot(room.id)).participant(pid) is None
+        assert f"{pid}'s call {sid[-6:]} is over; removed" in caplog.text
