@@ -397,6 +397,8 @@ async def _prejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
     elif digits and digits == room.lower_keys:
         await svc.queue.lower_hand(room_id, pid, by="prompt")
         hand_line = "Your hand is down."
+    elif digits and digits == room.reply_keys:
+        hand_line = await _reply_line(svc, room_id, pid, "prompt")
     p = await svc.queue.participant(room_id, pid)
     pin = await pin_of(svc.redis, room_id, pid)
     spec = _join_spec(svc, room, pid, role=p.role, muted=p.muted)
@@ -463,7 +465,7 @@ async def _reply_line(svc: PhoneServices, room_id: str, pid: str, source: Source
         position, _ = await svc.queue.reply(room_id, pid, source=source)
     except (NoSpeaker, IsSpeaker) as exc:
         return twiml.ANNOUNCEMENTS["no_speaker" if isinstance(exc, NoSpeaker) else "is_speaker"]
-    log.info("room %s: %s raised a reply from the star menu (position %d)", room_id, pid, position)
+    log.info("room %s: %s raised a reply (%s, position %d)", room_id, pid, source, position)
     return f"Your reply is raised. You are number {position} in line."
 
 

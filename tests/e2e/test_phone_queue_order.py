@@ -61,9 +61,16 @@ async def test_star_4_raises_a_reply_ahead_of_points_that_becomes_a_point_when_t
         await _rooms_show(Settings(redis_url=redis_server), Namespace(room=room.id, json=False))
         assert "via keypad  reply to Sam" in capsys.readouterr().out
 
-        # The speaker is done: b's reply becomes an ordinary hand in place (after a's).
+        # A caller still in the pre-join window replies with the same keys.
+        c, c_pid = await stack.reach_prejoin(room, "+15550100005")
+        stack.sim.press(c, "*4")
+        await stack.sim.wait_event("conference", call_sid=c, event="participant-join")
+        assert "Your reply is raised. You are number 2 in line." in stack.said(c)
+        assert await order(stack, room.id) == [(b_pid, "reply"), (c_pid, "reply"), (a_pid, "point")]
+
+        # The speaker is done: the replies become ordinary hands in place (after a's).
         assert (await stack.host.done(room.id)).ok
-        assert await order(stack, room.id) == [(a_pid, "point"), (b_pid, "point")]
+        assert await order(stack, room.id) == [(a_pid, "point"), (b_pid, "point"), (c_pid, "point")]
         assert stack.sim.state(s)["conference"]["muted"] is True
         assert not stack.errors()
 
