@@ -220,7 +220,17 @@ local function ordered()
   end)
   return out
 end
+-- True when that order is plain raise time (no replies; fifo, or nobody has spoken yet):
+-- then ZRANK answers a position without sorting the whole queue.
+local function by_raise_time()
+  if redis.call('EXISTS', KEYS[6]) == 1 then return false end
+  return redis.call('HGET', KEYS[1], 'order') ~= 'fair' or redis.call('EXISTS', KEYS[7]) == 0
+end
 local function position_of(pid)
+  if by_raise_time() then
+    local rank = redis.call('ZRANK', KEYS[3], pid)
+    return rank and rank + 1
+  end
   for i, e in ipairs(ordered()) do if e.pid == pid then return i end end
   return nil
 end
@@ -386,9 +396,11 @@ _CALL_ON = _HEAD + """
 -- Returns {speaker, previous speaker or ''}, or false when no hand is up.
 local pid = ARGV[3]
 if pid == '' then
-  local first = ordered()[1]
+  local first
+  if by_raise_time() then first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  else first = (ordered()[1] or {}).pid end
   if not first then return false end
-  pid = first.pid
+  pid = first
 elseif not present(pid) then
   return redis.error_reply('no such participant')
 end
