@@ -160,6 +160,8 @@ class RoomState:
     speaker_since: int | None = None
     #: Until when "Lower all hands" can be undone (ms, Redis clock); None if it cannot.
     undo_until: int | None = None
+    #: Who has been called on in this meeting (what the fair order goes by).
+    spoken: frozenset[str] = frozenset()
 
     def position(self, pid: str) -> int | None:
         """``pid``'s place in line (1 is next), None if their hand is down."""
@@ -460,7 +462,7 @@ for _, e in ipairs(ordered()) do
 end
 return {now, last_id, redis.call('HGET', KEYS[1], 'speaker') or '',
   redis.call('HGET', KEYS[1], 'speaker_since') or '', hands, people,
-  redis.call('PTTL', KEYS[9])}
+  redis.call('PTTL', KEYS[9]), redis.call('SMEMBERS', KEYS[7])}
 """
 
 
@@ -667,7 +669,7 @@ class Queue:
 
     async def snapshot(self, room: str) -> RoomState:
         """Participants, queue (in its order), speaker and last event id, in one atomic step."""
-        now, last_id, speaker, since, hands, people, undo_ms = await self._scripts["snapshot"](
+        now, last_id, speaker, since, hands, people, undo_ms, spoken = await self._scripts["snapshot"](
             keys=self._keys(room, ""), args=[key(room, "p", "")],
         )
         hashes = {pid: dict(zip(flat[::2], flat[1::2], strict=True)) for pid, flat in people if flat}
@@ -691,7 +693,8 @@ class Queue:
             )
         return RoomState(room, participants, queue, speaker or None, str(last_id), int(now),
                          int(since) if speaker and since else None,
-                         int(now) + int(undo_ms) if int(undo_ms) > 0 else None)
+                         int(now) + int(undo_ms) if int(undo_ms) > 0 else None,
+                         frozenset(str(p) for p in spoken))
 
 
 def _b(value: bool) -> str:
