@@ -90,7 +90,7 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         if twilio.configured:  # "You're next." needs Twilio to say it
             from .phone.nextup import NextWatcher
 
-            next_up = NextWatcher(queue, app.extensions["handraise"].host)
+            next_up = app.extensions["handraise_next"] = NextWatcher(queue, app.extensions["handraise"].host)
             next_up.start()
             stack.push_async_callback(next_up.stop)
 

@@ -205,14 +205,14 @@ def key_options(room: Room, *, host: bool) -> list[tuple[str, str]]:
     for seq, command in room_commands(room.keys(), host=host).items():
         if command == "host_only":
             continue
-        phrase = COMMAND_PHRASES.get(command)
+        phrase = "hear these keys again" if host and command == "help" else COMMAND_PHRASES.get(command)
         if phrase is None:
             setting = SETTINGS_BY_NAME.get(f"{command}_keys")
             label = setting.label if setting else command.replace("_", " ")
             phrase = label.lower().removesuffix(" keys")
         options.append((seq, phrase))
     # Help last: "... star 0 to hear this again" reads best at the end.
-    options.sort(key=lambda o: o[1] == COMMAND_PHRASES["help"])
+    options.sort(key=lambda o: o[0] == room.help_keys)
     return options
 #: Call statuses after which a call cannot come back (anything else may still join).
 CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})

@@ -25,7 +25,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from ..errors import NotFound
-from ..events import REDIS_ERRORS, Event, parse_id
+from ..events import REDIS_ERRORS, Event, parse_id, read_events
 from ..queue import Queue
 from ..rooms import get_room, list_rooms
 from ..store import key
@@ -43,24 +43,36 @@ MARKER_TTL_S = 7 * 24 * 3600
 
 _CLAIM = """
 -- KEYS 1: marker hash ; ARGV 1: head ('' = no hand), 2/3: the snapshot's last event id
--- (ms, seq), 4: ttl. Returns -1 stale snapshot, 0 same head, 1 a head after an empty
--- queue, 2 a different head.
+-- (ms, seq), 4: ttl. Returns {outcome, previous ms, previous seq}: outcome -1 stale
+-- snapshot, 0 same head, 1 a head after an empty queue, 2 a different head, 3 the first look.
 local ms, seq = tonumber(ARGV[2]), tonumber(ARGV[3])
 local at_ms = tonumber(redis.call('HGET', KEYS[1], 'ms') or '-1')
 local at_seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
-if ms < at_ms or (ms == at_ms and seq < at_seq) then return -1 end
-local head = redis.call('HGET', KEYS[1], 'head') or ''
+if ms < at_ms or (ms == at_ms and seq < at_seq) then return {-1, at_ms, at_seq} end
+local head = redis.call('HGET', KEYS[1], 'head')
 redis.call('HSET', KEYS[1], 'head', ARGV[1], 'ms', ms, 'seq', seq)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-if head == ARGV[1] then return 0 end
-if head == '' then return 1 end
-return 2
+local outcome = 2
+if head == false then outcome = 3
+elseif head == ARGV[1] then outcome = 0
+elseif head == '' then outcome = 1 end
+return {outcome, at_ms, at_seq}
 """
 
 
 def marker_key(room: str) -> str:
     """The room's last announced head of the queue and the snapshot it was read from."""
     return key(room, "next-up")
+
+
+async def _raised_since(queue: Queue, room: str, pid: str, after: str, until: str) -> bool:
+    """Whether ``pid``'s hand was raised by an event after ``after`` up to ``until``."""
+    for event in await read_events(queue.redis, room, after, count=10_000):
+        if parse_id(event.id) > parse_id(until):
+            break
+        if event.type == "hand.raised" and event.participant == pid:
+            return True
+    return False
 
 
 async def check_room(queue: Queue, host: HostControls, room: str, *,
@@ -74,9 +86,13 @@ async def check_room(queue: Queue, host: HostControls, room: str, *,
     state = await queue.snapshot(room)
     head = next((h.participant for h in state.queue if h.position == 1), "")
     ms, seq = parse_id(state.last_event_id)
-    claimed = int(await queue.redis.eval(_CLAIM, 1, marker_key(room), head, ms, seq, MARKER_TTL_S))
-    if not head or claimed <= 0 or (claimed == 1 and len(state.queue) == 1):
+    outcome, at_ms, at_seq = await queue.redis.eval(_CLAIM, 1, marker_key(room), head, ms, seq,
+                                                    MARKER_TTL_S)
+    if not head or int(outcome) in (-1, 0, 3):
         return None
+    if int(outcome) == 1 and await _raised_since(queue, room, head, f"{at_ms}-{at_seq}",
+                                                 state.last_event_id):
+        return None  # raised into an empty queue: "you are number 1" was said (or shown)
     settings = await get_room(queue.redis, room)
     if quiet or not settings.announce_next:
         return head
