@@ -184,9 +184,10 @@ class NextWatcher:
                     room = streams[stream]
                     if not entries or room not in self.cursors:
                         continue
-                    self.cursors[room] = str(entries[-1][0])
                     if any(_type(i, fields) not in QUIET_EVENTS for i, fields in entries):
                         await self._check(room)
+                    if room in self.cursors:  # moved after the check: read up to here, decided
+                        self.cursors[room] = str(entries[-1][0])
             except REDIS_ERRORS as exc:
                 log.warning("next-in-line watcher: redis unavailable (%r); retrying", exc)
                 await _unless(self._stop, asyncio.sleep(delay))  # back-off, not synchronisation

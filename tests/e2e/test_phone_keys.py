@@ -197,7 +197,7 @@ async def test_a_participant_pressing_a_host_key_is_told_so_and_nothing_happens(
     async with phone_stack(redis_server) as stack:
         room, host, _ = await meeting(stack, "Not yours")
         a, a_pid = await stack.join(room.access_code, "+15550104821")
-        b, b_pid = await stack.join(room.access_code, "+15550107733")
+        b, _ = await stack.join(room.access_code, "+15550107733")
         await stack.queue.raise_hand(room.id, a_pid, source="web")
         mark = stack.sim.events[-1].seq
         for keys in ("*5", "*8", "*9"):
