@@ -640,10 +640,11 @@ ROOM_ACTIONS: dict[str, RoomAction] = {
 }
 #: The host's keypad commands (phone/keys.py names) -> the room action they run.
 HOST_KEY_ACTIONS: dict[str, RoomAction] = {
-    "host_call_next": ROOM_ACTIONS["call-next"],
-    "host_done": ROOM_ACTIONS["done"],
-    "host_lower_all": ROOM_ACTIONS["lower-all"],
-    "host_mute_all": ROOM_ACTIONS["mute-all"],
+    # Looked up at each press: whatever the dashboard's button does, the key does.
+    "host_call_next": lambda h, r: ROOM_ACTIONS["call-next"](h, r),
+    "host_done": lambda h, r: ROOM_ACTIONS["done"](h, r),
+    "host_lower_all": lambda h, r: ROOM_ACTIONS["lower-all"](h, r),
+    "host_mute_all": lambda h, r: ROOM_ACTIONS["mute-all"](h, r),
     "host_queue": lambda h, r: h.queue_report(r),
 }
 

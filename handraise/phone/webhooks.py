@@ -471,10 +471,12 @@ async def _star_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
         digits = {"1": "raise", "2": "lower", **digits}
     command = digits.get(form.get("Digits", ""))
     back = svc.urls.rejoin(room_id, pid)
-    if command in ("raise", "lower"):
-        return await _hand_keys(svc, form, raise_digits={form["Digits"]} if command == "raise"
-                                else set(), lower_digits={form["Digits"]} if command == "lower"
-                                else set(), source="keypad")
+    if command == "raise":
+        return await _hand_keys(svc, form, raise_digits={form["Digits"]}, lower_digits=set(),
+                                source="keypad")
+    if command == "lower":
+        return await _hand_keys(svc, form, raise_digits=set(), lower_digits={form["Digits"]},
+                                source="keypad")
     if command == "help":
         return _xml(twiml.say_then_redirect(await _help_text(svc, room, pid, host=host), back))
     if command == "where":
