@@ -27,8 +27,8 @@ from typing import TypeVar
 from ..errors import NotFound
 from ..events import REDIS_ERRORS, Event, parse_id, read_events
 from ..queue import Queue
-from ..rooms import get_room, list_rooms
-from ..store import key
+from ..rooms import get_room
+from ..store import global_key, key
 from .control import HostControls
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,9 @@ class NextWatcher:
         self.host = host
         self.block_ms = block_ms
         self.rescan_s = rescan_s
+        #: Open rooms followed -> the id of the last event read (and decided on).
         self.cursors: dict[str, str] = {}
+        self.closed: set[str] = set()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -143,12 +145,16 @@ class NextWatcher:
             self._task = None
 
     async def _rescan(self) -> None:
-        open_rooms = {r.id for r in await list_rooms(self.queue.redis)}
-        for room in list(self.cursors):
-            if room not in open_rooms:
-                del self.cursors[room]
-        for room in open_rooms - set(self.cursors):
-            entries = await self.queue.redis.xrevrange(key(room, "events"), count=1)
+        """Follow rooms created since the last look (one ZRANGE when nothing is new)."""
+        redis = self.queue.redis
+        ids = set(await redis.zrange(global_key("rooms"), 0, -1))
+        for room in set(self.cursors) - ids:
+            del self.cursors[room]
+        for room in ids - set(self.cursors) - self.closed:
+            if await redis.hget(key(room, "room"), "status") != "open":
+                self.closed.add(room)  # a closed room stays closed
+                continue
+            entries = await redis.xrevrange(key(room, "events"), count=1)
             self.cursors[room] = str(entries[0][0]) if entries else "0-0"
             # What happened before this process looked is not news: recorded, not said.
             await self._check(room, quiet=True)
@@ -184,7 +190,12 @@ class NextWatcher:
                     room = streams[stream]
                     if not entries or room not in self.cursors:
                         continue
-                    if any(_type(i, fields) not in QUIET_EVENTS for i, fields in entries):
+                    types = {_type(i, fields) for i, fields in entries}
+                    if "room.closed" in types:
+                        del self.cursors[room]
+                        self.closed.add(room)
+                        continue
+                    if types - QUIET_EVENTS:
                         await self._check(room)
                     if room in self.cursors:  # moved after the check: read up to here, decided
                         self.cursors[room] = str(entries[-1][0])
