@@ -9,11 +9,17 @@ from. Exactly one caller of the script sees a given change of head, so with any 
 processes watching the same room one of them announces, once per time a hand becomes
 first; a stale snapshot (older than the one recorded) changes nothing.
 
-Not announced: a hand raised into an empty queue. Its caller was just told "Hand raised.
-You are number 1 in line." on the phone (or sees "You're next." on the page), so a second
-sentence would only repeat it. Rooms with ``announce_next`` off keep the marker up to
-date and stay silent. Every process runs one :class:`NextWatcher` with one blocking XREAD
-over all open rooms, however many.
+Not announced: a hand raised into an empty queue (its ``hand.raised`` event comes after the
+snapshot that found the queue empty; raise times are not used, as an ordering feature may
+change them). Its caller was just told "Hand raised. You are number 1 in line." on the
+phone (or sees "You're next." on the page), so a second sentence would only repeat it.
+Hands put back into an empty queue otherwise (an undo) are announced. Nor is what a process
+finds when it first looks at a room (start-up, a new room): recorded, not said. Rooms
+with ``announce_next`` off keep the marker up to date and stay silent.
+
+Every process runs one :class:`NextWatcher`: one blocking XREAD over all open rooms,
+however many, and one ZRANGE a second to notice new rooms; a room leaves it with its
+``room.closed`` event.
 """
 
 from __future__ import annotations
