@@ -631,12 +631,19 @@ class HostControls:
                 await set_conference(self.redis, room, x.label, r.conference_sid)
         listed = {x.label for x in remote}
         removed = 0
+        host_gone = False
         for p in state.participants:
             if p.id in listed or not p.call_sid:
                 continue
             if await self.twilio.call_status(p.call_sid) in CALL_OVER:
                 removed += await forget_participant(self.queue, room, p.id, reason="gone")
+                host_gone = host_gone or p.role == "host"
         log.info("room %s: reconciled with Twilio (%d added, %d removed)", room, added, removed)
+        if host_gone and r.end_on_host_exit and r.conference_sid:
+            # A star room's host who hung up in the key menu (outside the conference, so no
+            # callback, and joined without endConferenceOnExit): the meeting ends as promised.
+            ended = await self.end_conference(room)
+            log.info("room %s: the host's call is over; %s", room, ended.message)
         return ActionResult(True, f"Reconciled with Twilio: {added} added, {removed} removed.")
 
 

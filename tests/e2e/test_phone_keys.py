@@ -261,3 +261,16 @@ async def test_host_keys_are_the_rooms_own_and_never_shared_with_participants(
         stack.sim.press(host, "#7")
         await heard(stack, host, "One hand up. Next: caller ending 4 8 2 1.", mark)
         assert announced(stack, host, mark) == ["One hand up. Next: caller ending 4 8 2 1."]
+
+
+async def test_a_star_room_host_who_hangs_up_in_the_key_menu_still_ends_the_meeting(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server, reconcile_interval_s=0.2) as stack:
+        room, host, _ = await meeting(stack, "Host gone", keypad_mode="star")
+        a, _ = await stack.join(room.access_code, "+15550104821")
+        mark = stack.sim.events[-1].seq
+        stack.sim.press(host, "*")
+        await stack.sim.wait_event("gather-start", call_sid=host, num_digits=1, after=mark)
+        await stack.sim.hang_up(host)  # outside the conference: no callback says so
+        await stack.sim.wait_event("call-ended", call_sid=a, timeout=15)
+        assert "The meeting has ended" in stack.said(a)
