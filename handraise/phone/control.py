@@ -636,8 +636,11 @@ class HostControls:
             if p.id in listed or not p.call_sid:
                 continue
             if await self.twilio.call_status(p.call_sid) in CALL_OVER:
+                # A host who was in the conference has the field (set to '' on stepping out);
+                # one who hung up before ever joining has not, and ends nothing.
+                joined = bool(await self.redis.hexists(key(room, "p", p.id), "conference_sid"))
                 removed += await forget_participant(self.queue, room, p.id, reason="gone")
-                host_gone = host_gone or p.role == "host"
+                host_gone = host_gone or (p.role == "host" and joined)
         log.info("room %s: reconciled with Twilio (%d added, %d removed)", room, added, removed)
         if host_gone and r.end_on_host_exit and r.conference_sid:
             # A star room's host who hung up in the key menu (outside the conference, so no

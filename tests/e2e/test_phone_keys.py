@@ -274,3 +274,24 @@ async def test_a_star_room_host_who_hangs_up_in_the_key_menu_still_ends_the_meet
         await stack.sim.hang_up(host)  # outside the conference: no callback says so
         await stack.sim.wait_event("call-ended", call_sid=a, timeout=15)
         assert "The meeting has ended" in stack.said(a)
+
+
+async def test_a_second_host_who_hangs_up_before_joining_ends_nothing(redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Two hosts", keypad_mode="star")
+        room = created.room
+        await stack.join(created.host_code, "+15550109000", host=True)
+        a, a_pid = await stack.join(room.access_code, "+15550104821")
+        # A second host's call, known to the room but over before it reached the conference
+        # (the welcome is too short to hang up in reliably, so the call ends at the code prompt).
+        late = stack.sim.place_call("+15550109001", "+15550109999")
+        await stack.sim.wait_event("gather-start", call_sid=late, num_digits=6)
+        await stack.sim.hang_up(late)
+        late_pid = await stack.queue.join(room.id, role="host", call_sid=late, muted=False)
+
+        result = await stack.host.reconcile(room.id)  # what the periodic one runs
+        assert result.ok and result.message.endswith("1 removed.")
+        state = await stack.queue.snapshot(room.id)
+        assert state.participant(late_pid) is None and state.participant(a_pid) is not None
+        assert stack.sim.state(a)["conference"]["label"] == a_pid  # the meeting goes on
