@@ -713,8 +713,9 @@ async def _host_exit_ends_meeting(svc: PhoneServices, room_id: str, pid: str,
                                   form: dict[str, str]) -> bool:
     """A host's call ended, and Twilio did not end the meeting (star rooms join the host
     without endConferenceOnExit, so that * can step out): the app must, if the room says so."""
-    if _flag(form, "EndConferenceOnExit") is not False:
-        return False
+    if _flag(form, "EndConferenceOnExit") is not False or form.get("ReasonParticipantLeft") in (
+            "conference_ended_via_api", "moderator_ended_conference"):
+        return False  # Twilio ends it, or it has ended
     try:
         p = await svc.queue.participant(room_id, pid)
         room = await get_room(svc.redis, room_id)
