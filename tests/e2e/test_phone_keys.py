@@ -246,7 +246,11 @@ async def test_the_host_runs_the_meeting_from_the_keypad_in_a_star_room(redis_se
 
 
 async def test_host_keys_are_the_rooms_own_and_never_shared_with_participants(
-        redis_server: str) -> None:
+        redis_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from argparse import Namespace
+
+    from handraise.cli import _rooms_show
+    from handraise.config import Settings
     from handraise.errors import Invalid
     from handraise.rooms import update_room
 
@@ -261,6 +265,9 @@ async def test_host_keys_are_the_rooms_own_and_never_shared_with_participants(
         stack.sim.press(host, "#7")
         await heard(stack, host, "One hand up. Next: caller ending 4 8 2 1.", mark)
         assert announced(stack, host, mark) == ["One hand up. Next: caller ending 4 8 2 1."]
+        await _rooms_show(Settings(redis_url=redis_server), Namespace(room=room.id, json=False))
+        assert ("host keys on the phone: *5 calls on next, *6 done, #7 hears the queue"
+                in capsys.readouterr().out)
 
 
 async def test_a_star_room_host_who_hangs_up_in_the_key_menu_still_ends_the_meeting(
