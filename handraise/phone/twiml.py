@@ -16,6 +16,8 @@ from twilio.twiml.voice_response import VoiceResponse
 #: Conference events we subscribe to (TWILIO.md §3.3).
 CONFERENCE_EVENTS = "start end join leave mute hold"
 CODE_DIGITS = 6
+#: The name of a caller's keypad stream (``<Start><Stream name>``, and its REST restart).
+KEYPAD_STREAM = "handraise-keys"
 MAX_CODE_ATTEMPTS = 3
 
 #: Private announcements (participant AnnounceUrl): message key -> text. ``{n}`` is a position.
@@ -133,7 +135,7 @@ def _dial(r: VoiceResponse, join: ConferenceJoin) -> None:
 
 def _start_stream(r: VoiceResponse, url: str, params: Mapping[str, str] | None) -> None:
     start = r.start()
-    stream = start.stream(url=url, name="handraise-keys", track="inbound_track")
+    stream = start.stream(url=url, name=KEYPAD_STREAM, track="inbound_track")
     for name, value in (params or {}).items():
         stream.parameter(name=name, value=value)
 
@@ -149,6 +151,11 @@ def join_conference(join: ConferenceJoin, *, before: tuple[str, ...] = (),
         r.say(line)
     _dial(r, join)
     return _xml(r)
+
+
+def keypad_stream_params(room: str, participant: str) -> dict[str, str]:
+    """The ``<Parameter>``s of a caller's keypad stream (TwiML and REST alike)."""
+    return {"room": room, "participant": participant}
 
 
 def prejoin(
