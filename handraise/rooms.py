@@ -184,6 +184,9 @@ async def create_room(
     if _check_keys("raise keys", raise_keys) == _check_keys("lower keys", lower_keys):
         raise Invalid("raise and lower keys must differ.")
     room_id = new_id("r")
+    # Three slots, three steps (codes, room, index), in an order that is safe at every
+    # point: a code claimed for a room that never came to be leads to no room
+    # (lookup_code answers None), and a room is listed only once it exists.
     access_code = await _claim_code(redis, room_id, "participant")
     host_code = await _claim_code(redis, room_id, "host")
     await redis.eval(
