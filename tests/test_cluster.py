@@ -1,0 +1,109 @@
+"""Redis Cluster: the URL picks the cluster client; rooms spread over every primary and work.
+
+The domain tests run on the cluster too (see conftest.py); these check what only a cluster
+has: several nodes, and readers that must keep each command's keys in one slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from hookkit import receiver
+from redis.asyncio.cluster import RedisCluster
+
+from handraise.events import EventHub, read_events
+from handraise.hooks import HookSettings, HookWorker, add_hook
+from handraise.queue import Queue
+from handraise.rooms import close_room, create_room
+from handraise.store import Redis, client_from_url, is_cluster, key, slot_of
+
+pytestmark = pytest.mark.cluster
+
+QUICK = HookSettings(scan_s=0.05, lease_s=3.0, read_block_s=0.2, timeout_s=5.0, trust_env=False)
+
+
+@pytest.fixture
+async def cluster(redis_cluster: str) -> AsyncIterator[Redis]:
+    client = client_from_url(redis_cluster)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+async def rooms_on_every_primary(redis: Redis) -> list[str]:
+    """Rooms created until each primary holds one (ids are random, so slots are too)."""
+    by_node: dict[str, str] = {}
+    primaries = {n.name for n in redis.get_primaries()}
+    for _ in range(60):
+        room = (await create_room(redis, "Spread")).room.id
+        node = redis.get_node_from_key(key(room, "room")).name
+        by_node.setdefault(node, room)
+        if set(by_node) == primaries:
+            return list(by_node.values())
+    raise AssertionError(f"60 rooms landed on only {sorted(by_node)}")
+
+
+async def test_a_cluster_url_gives_the_cluster_client_and_a_plain_url_one_server(
+        redis_cluster: str, redis_server: str) -> None:
+    clustered, single = client_from_url(redis_cluster), client_from_url(redis_server)
+    try:
+        assert isinstance(clustered, RedisCluster) and is_cluster(clustered)
+        assert not is_cluster(single)
+        assert await clustered.ping()
+        assert len(clustered.get_primaries()) == 3
+    finally:
+        await clustered.aclose()
+        await single.aclose()
+
+
+async def test_rooms_on_three_primaries_each_keep_their_queue_and_close_cleanly(cluster: Redis) -> None:
+    rooms = await rooms_on_every_primary(cluster)
+    assert len({slot_of(key(r, "room")) for r in rooms}) == 3
+    q = Queue(cluster)
+    for room in rooms:
+        a, b = await q.join(room, number="+15550100001"), await q.join(room, number="+15550100002")
+        await q.raise_hand(room, b, source="keypad")
+        await q.raise_hand(room, a, source="web")
+        assert [h.participant for h in await q.queue(room)] == [b, a]
+        await q.call_on(room)  # the next hand: b
+        assert (await q.snapshot(room)).speaker == b
+    assert [await close_room(cluster, r) for r in rooms] == [True, True, True]
+    for room in rooms:
+        assert [e.type for e in await read_events(cluster, room)][-1] == "room.closed"
+        assert await cluster.exists(key(room, "participants"), key(room, "hands")) == 0
+
+
+async def test_the_event_hub_follows_rooms_on_different_primaries(cluster: Redis) -> None:
+    rooms = await rooms_on_every_primary(cluster)
+    hub, q = EventHub(cluster, block_ms=200), Queue(cluster)
+    try:
+        for room in rooms:
+            async with hub.subscribe(room) as sub:
+                pid = await q.join(room)
+                event = await sub.get()
+                assert (event.type, event.participant) == ("participant.joined", pid)
+    finally:
+        await hub.close()
+
+
+async def test_one_hook_worker_delivers_every_room_on_every_primary_in_order(cluster: Redis) -> None:
+    # On one server a single XREAD follows every room; on a cluster one per slot.
+    async with receiver() as got:
+        await add_hook(cluster, got.url)
+        worker = HookWorker(cluster, settings=QUICK)
+        worker.start()
+        try:
+            rooms = await rooms_on_every_primary(cluster)
+            q = Queue(cluster)
+            for room in rooms:
+                pid = await q.join(room, number="+15550100003")
+                await q.raise_hand(room, pid, source="web")
+            expected = {r: [e.id for e in await read_events(cluster, r)] for r in rooms}
+            total = sum(len(ids) for ids in expected.values())
+            await got.until(lambda r: sum(d.event["room"] in expected for d in r.accepted) >= total)
+        finally:
+            await worker.stop()
+    for room, ids in expected.items():
+        assert [d.event["id"] for d in got.accepted if d.event["room"] == room] == ids
+    assert sum(d.event["room"] in expected for d in got.tries) == total  # each once
