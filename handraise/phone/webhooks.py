@@ -238,6 +238,8 @@ async def _recover(svc: PhoneServices, room_id: str, pid: str, exc: BaseExceptio
     if isinstance(exc, REDIS_ERRORS):
         svc.dirty.add(room_id)
         log.warning("room %s: redis unavailable during a call of %s: %r", room_id, pid, exc)
+    elif isinstance(exc, HandraiseError):  # e.g. removed by the host while out of the conference
+        log.info("room %s: %s: %s; back in muted", room_id, pid, exc.message)
     else:
         log.exception("room %s: webhook failed for %s", room_id, pid, exc_info=exc)
     room = _room_for_recovery(svc, room_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -416,3 +417,16 @@ async def test_the_voice_url_also_answers_a_signed_get(hooks: Hooks) -> None:
     assert conf is not None and conf.get("startConferenceOnEnter") == "true"
     forged = await client.get(url, headers={"X-Twilio-Signature": "Zm9v"})
     assert forged.status_code == 403
+
+
+async def test_keys_of_a_caller_the_host_removed_meanwhile_are_answered_and_logged_as_info(
+        hooks: Hooks, caplog: pytest.LogCaptureFixture) -> None:
+    # Found by tests/fuzz: a HandraiseError (here NotFound) inside a mid-call webhook was
+    # logged as a failure with a traceback, though it is an answer, not a bug.
+    caplog.set_level(logging.INFO, logger="handraise")
+    created = await _room(hooks.redis, keypad_mode="star")
+    status, body = await hooks.post("/voice/star-keys", call(Digits="1"),
+                                    query={"room": created.room.id, "pid": "p_gone"})
+    assert status == 200 and "<Conference" in body
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "p_gone" in caplog.text
