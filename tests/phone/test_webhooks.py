@@ -430,3 +430,22 @@ async def test_keys_of_a_caller_the_host_removed_meanwhile_are_answered_and_logg
     assert status == 200 and "<Conference" in body
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     assert "p_gone" in caplog.text
+
+
+@pytest.mark.parametrize(("path", "query"), [
+    ("/voice/prejoin", {"room": "r\x1f", "pid": "p1"}),
+    ("/voice/star-keys", {"room": "rroom", "pid": "x" * 200}),
+    ("/voice/rejoin", {"room": "r{1}", "pid": "p<&>"}),
+    ("/voice/announce", {"msg": "pin", "room": "r{1}", "pid": "p1"}),
+    ("/voice/conference-events", {"room": "r:1"}),
+])
+async def test_a_signed_url_with_malformed_ids_gets_valid_twiml_and_touches_nothing(
+        hooks: Hooks, path: str, query: dict[str, str]) -> None:
+    # Found by tests/fuzz: a control character or a 200-character id from the URL went into
+    # <Conference participantLabel> (TwiML Twilio rejects: the caller is dropped), and a
+    # hash-tag brace in a room id raised ValueError from key() (a 500).
+    status, body = await hooks.post(path, callback("participant-join", 1, "x" * 200), query=query)
+    assert status == 200  # hooks.post checks the TwiML itself
+    assert "\x1f" not in body and "x" * 129 not in body
+    assert await hooks.redis.keys("*") == []  # neither a participant nor a sequence was stored
+
