@@ -514,7 +514,10 @@ async def post_announce() -> Response:
                 pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
         return _xml(twiml.pin_reminder(pin, svc.urls.companion()))
     n_raw = _arg("n")
-    return _xml(twiml.announcement(_arg("msg"), int(n_raw) if n_raw.isdigit() else None))
+    # ASCII digits only, and few: "²".isdigit() is true and int() refuses it; so it does
+    # 5000 digits. A place in line is a small number.
+    n = int(n_raw) if n_raw.isascii() and n_raw.isdigit() and len(n_raw) <= 6 else None
+    return _xml(twiml.announcement(_arg("msg"), n))
 
 
 # --- conference status callbacks ------------------------------------------------------------

@@ -449,3 +449,9 @@ async def test_a_signed_url_with_malformed_ids_gets_valid_twiml_and_touches_noth
     assert "\x1f" not in body and "x" * 129 not in body
     assert await hooks.redis.keys("*") == []  # neither a participant nor a sequence was stored
 
+
+@pytest.mark.parametrize("n", ["²", "9" * 5000, "-1", "٣"])
+async def test_an_announcement_with_a_strange_number_is_said_without_it(hooks: Hooks, n: str) -> None:
+    # Found while writing the fuzz tests' query strategy: "²" and 5000 digits gave a 500.
+    status, body = await hooks.post("/voice/announce", call(), query={"msg": "raised", "n": n})
+    assert status == 200 and "<Say" in body
