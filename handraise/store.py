@@ -36,9 +36,10 @@ from typing import IO, Any, TypeAlias
 
 import redis as syncredis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import NodesManager, RedisCluster
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .config import Settings
@@ -352,6 +353,32 @@ MAX_CONNECTIONS = 256
 POOL_WAIT_S = 5.0
 
 
+class ClusterUnreachable(syncredis.ConnectionError):
+    """No node of the Redis Cluster answers: a ConnectionError like any lost Redis."""
+
+
+class _NodesManager(NodesManager):
+    __slots__ = ()
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            # redis-py says "Redis Cluster cannot be connected" with a bare Exception
+            # subclass, which every "Redis is unavailable" answer of ours would miss (a 500
+            # instead of a 503 page, an apology instead of a muted join).
+            raise ClusterUnreachable(str(exc)) from exc
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client whose topology failures are ConnectionErrors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The client builds its NodesManager itself; this gives it the subclass above.
+        self.nodes_manager.__class__ = _NodesManager
+
+
 def client_from_url(url: str) -> Redis:
     """An asyncio Redis client with timeouts suited to a web server.
 
@@ -364,11 +391,12 @@ def client_from_url(url: str) -> Redis:
     cluster client, which finds the other nodes from that one. It keeps up to
     :data:`MAX_CONNECTIONS` per node and, past them, fails (a ``MaxConnectionsError``, a
     ConnectionError: "Redis unavailable") rather than waiting; it retries a command itself
-    after MOVED/ASK redirections and lost nodes.
+    after MOVED/ASK redirections and lost nodes, and no node answering is a ConnectionError
+    (:class:`ClusterUnreachable`) too.
     """
     scheme, sep, rest = url.partition("://")
     if sep and scheme in CLUSTER_SCHEMES:
-        return RedisCluster.from_url(
+        return _Cluster.from_url(
             f"{CLUSTER_SCHEMES[scheme]}://{rest}",
             max_connections=MAX_CONNECTIONS,
             decode_responses=True,

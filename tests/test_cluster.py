@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.exceptions
 from hookkit import receiver
 from redis.asyncio.cluster import RedisCluster
 
-from handraise.events import EventHub, read_events
+from handraise.app import create_app
+from handraise.config import Settings
+from handraise.events import REDIS_ERRORS, EventHub, read_events
 from handraise.hooks import HookSettings, HookWorker, add_hook
 from handraise.queue import Queue
 from handraise.rooms import close_room, create_room
-from handraise.store import Redis, client_from_url, is_cluster, key, slot_of
+from handraise.store import Redis, client_from_url, free_port, is_cluster, key, slot_of
 
 pytestmark = pytest.mark.cluster
 
@@ -107,3 +110,20 @@ async def test_one_hook_worker_delivers_every_room_on_every_primary_in_order(clu
     for room, ids in expected.items():
         assert [d.event["id"] for d in got.accepted if d.event["room"] == room] == ids
     assert sum(d.event["room"] in expected for d in got.tries) == total  # each once
+
+
+async def test_an_unreachable_cluster_is_redis_unavailable_a_503_not_a_500() -> None:
+    # redis-py reports it with a bare RedisClusterException, which no handler expects.
+    url = f"redis+cluster://127.0.0.1:{free_port()}"
+    dead = client_from_url(url)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError, match="cannot be connected"):
+            await dead.get(key("r1", "room"))
+        with pytest.raises(REDIS_ERRORS):
+            await Queue(dead).snapshot("r1")  # a script
+    finally:
+        await dead.aclose()
+    app = create_app(Settings(redis_url=url))
+    async with app.test_app():
+        health = await app.test_client().get("/healthz")
+        assert health.status_code == 503 and (await health.get_json())["redis"] == "unreachable"
