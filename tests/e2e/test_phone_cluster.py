@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from phonekit import Stack, phone_stack, until
 
+from handraise.events import read_events
 from handraise.pins import lookup_pin
-from handraise.rooms import create_room, get_room
+from handraise.rooms import create_room
 from handraise.store import is_cluster
 
 pytestmark = [
@@ -27,7 +28,7 @@ async def test_a_call_on_a_cluster_raises_by_keypad_is_called_on_and_hangs_up_cl
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Clustered")
         room = created.room
-        host = (await stack.join(created.host_code, "+15550100001", host=True))[0]
+        host, hpid = await stack.join(created.host_code, "+15550100001", host=True)
         sid, pid = await stack.join(room.access_code, "+15550100002")
         heard = stack.said(sid).split("your PIN is ")[1].split(".")[0]
         assert await lookup_pin(stack.redis, "".join(c for c in heard if c.isdigit())) == (room.id, pid)
@@ -47,7 +48,9 @@ async def test_a_call_on_a_cluster_raises_by_keypad_is_called_on_and_hangs_up_cl
         assert await stack.queue.speaker(room.id) is None
         await stack.sim.hang_up(host)  # the host leaving ends the meeting
         await until(lambda: _no_one(stack, room.id))
-        assert (await get_room(stack.redis, room.id)).conference_sid is None
+        events = await read_events(stack.redis, room.id)
+        left = sorted(e.participant or "" for e in events if e.type == "participant.left")
+        assert left == sorted([pid, hpid])
         assert not stack.errors()
 
 
