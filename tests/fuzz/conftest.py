@@ -9,38 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-from quart import Quart
+from fuzzkit import ACCOUNT_SID, PASSWORD, PUBLIC, TOKEN, Fuzz
 
 from handraise.app import create_app
 from handraise.config import Settings
 from handraise.queue import Queue
-from handraise.store import Redis, client_from_url
+from handraise.store import client_from_url
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "phone"))  # twimlcheck, shared with tests/phone
-
-T = TypeVar("T")
-
-PUBLIC = "https://hr.example.org"
-ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
-TOKEN = "abcdef0123456789abcdef0123456789"
-PASSWORD = "correct horse battery"
-
-
-@dataclass
-class Fuzz:
-    runner: asyncio.Runner
-    app: Quart
-    redis: Redis
-    queue: Queue
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.runner.run(coro)
 
 
 @pytest.fixture(scope="module")

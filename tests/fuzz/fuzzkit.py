@@ -1,14 +1,41 @@
-"""Hypothesis strategies for what Twilio (or someone pretending to be it) may send."""
+"""The property tests' shared pieces: the app handle, and strategies for what Twilio (or
+someone pretending to be it) and browsers may send."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from typing import Any
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from hypothesis import strategies as st
+from quart import Quart
+
+from handraise.queue import Queue
+from handraise.store import Redis
+
+T = TypeVar("T")
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+PUBLIC = "https://hr.example.org"
+TOKEN = "abcdef0123456789abcdef0123456789"
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Fuzz:
+    """The app under test, in the loop of a runner of its own (see conftest.py)."""
+
+    runner: asyncio.Runner
+    app: Quart
+    redis: Redis
+    queue: Queue
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.runner.run(coro)
+
 
 #: Text as forms and queries may carry it: empty, ASCII, non-ASCII, control characters, huge.
 texts = st.one_of(

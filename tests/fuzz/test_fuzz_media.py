@@ -7,8 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import Fuzz
-from fuzzkit import b64, encode, media, raw_messages, start
+from fuzzkit import Fuzz, b64, encode, media, raw_messages, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

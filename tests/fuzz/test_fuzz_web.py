@@ -11,8 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import Fuzz
-from fuzzkit import json_values, texts
+from fuzzkit import Fuzz, json_values, texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

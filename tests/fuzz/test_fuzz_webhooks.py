@@ -8,8 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import PUBLIC, TOKEN, Fuzz
-from fuzzkit import ACCOUNT_SID, texts
+from fuzzkit import ACCOUNT_SID, PUBLIC, TOKEN, Fuzz, texts
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
