@@ -17,8 +17,9 @@ from handraise.app import create_app
 from handraise.config import Settings
 from handraise.events import REDIS_ERRORS, EventHub, read_events
 from handraise.hooks import HookSettings, HookWorker, add_hook
+from handraise.pins import issue_pin
 from handraise.queue import Queue
-from handraise.rooms import close_room, create_room
+from handraise.rooms import close_room, create_room, list_rooms
 from handraise.store import Redis, client_from_url, free_port, is_cluster, key, slot_of
 
 pytestmark = pytest.mark.cluster
@@ -127,3 +128,33 @@ async def test_an_unreachable_cluster_is_redis_unavailable_a_503_not_a_500() -> 
     async with app.test_app():
         health = await app.test_client().get("/healthz")
         assert health.status_code == 503 and (await health.get_json())["redis"] == "unreachable"
+
+
+async def test_the_dashboard_the_companion_page_and_metrics_read_rooms_on_every_primary(
+        cluster: Redis) -> None:
+    # The web edges over the cluster client: a page of one room (its slot), the companion
+    # link (a global PIN key, then the room's), and /metrics (one pipeline over every room).
+    rooms = await rooms_on_every_primary(cluster)
+    q = Queue(cluster)
+    pids = {}
+    for room in rooms:
+        pids[room] = await q.join(room, number="+15550100004", call_sid="CA" + "4" * 32)
+        await q.raise_hand(room, pids[room], source="keypad")
+    app = create_app(Settings(public_url="http://localhost", host_password="correct horse battery",
+                              secret_key="cluster-secret-key-0123456789ab", metrics_access="host"),
+                     redis=cluster)
+    async with app.test_app():
+        host = app.test_client()
+        assert (await host.post("/host/login", form={"password": "correct horse battery"})).status_code == 303
+        for room in rooms:
+            page = await host.get(f"/host/rooms/{room}")
+            assert page.status_code == 200 and "Caller 0004" in await page.get_data(as_text=True)
+        caller = app.test_client()
+        pin = await issue_pin(cluster, rooms[1], pids[rooms[1]])
+        assert (await caller.post("/join", form={"pin": pin})).status_code == 303
+        me = await caller.get("/me")
+        assert "ending 0004" in await me.get_data(as_text=True)
+        metrics = await (await host.get("/metrics")).get_data(as_text=True)
+    open_rooms = len(await list_rooms(cluster))
+    assert f"handraise_rooms_open {open_rooms}" in metrics
+    assert f"handraise_hands_raised {len(rooms)}" in metrics
