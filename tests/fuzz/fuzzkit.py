@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,6 +18,12 @@ from handraise.queue import Queue
 from handraise.store import Redis
 
 T = TypeVar("T")
+
+
+def examples(n: int) -> int:
+    """``n`` examples, times ``HANDRAISE_FUZZ_SCALE`` (default 1) for a deeper run by hand."""
+    return max(1, int(n * float(os.environ.get("HANDRAISE_FUZZ_SCALE", "1"))))
+
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 PUBLIC = "https://hr.example.org"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 
-from fuzzkit import b64, encode, media, message_shapes, raw_messages, start
+from fuzzkit import b64, encode, examples, media, message_shapes, raw_messages, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handraise.phone.frames import Connected, FrameError, Media, Start, Stop, StreamReader, parse_message
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def outcome(raw: str | bytes) -> object:
@@ -65,7 +65,7 @@ def test_the_fast_path_never_accepts_what_the_parser_refuses_or_reads_it_differe
         assert msg.stream_sid == "MZ1"
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(st.lists(st.one_of(raw_messages, st.builds(encode, message_shapes())), max_size=25))
 def test_a_stream_of_random_messages_keeps_twilios_order_and_skips_the_rest(
         messages: list[str | bytes]) -> None:
@@ -94,7 +94,7 @@ def test_the_shapes_include_valid_messages_of_every_kind() -> None:
     # The strategies must reach the parser's success paths, not only its refusals.
     seen: set[str] = set()
 
-    @settings(max_examples=120, deadline=None, database=None)
+    @settings(max_examples=examples(120), deadline=None, database=None)
     @given(message_shapes())
     def collect(msg: object) -> None:
         with contextlib.suppress(FrameError):

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from fuzzkit import Fuzz, b64, encode, media, raw_messages, start
+from fuzzkit import Fuzz, b64, encode, examples, media, raw_messages, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,7 +81,7 @@ async def _scenario(fuzz: Fuzz, plan: list[tuple[Any, ...]]) -> None:
     assert set(await redis.smembers(key(room.id, "participants"))) == {a, b}
 
 
-@settings(max_examples=100, deadline=None,
+@settings(max_examples=examples(100), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(steps, min_size=1, max_size=8))
 def test_random_frames_on_one_stream_never_raise_nor_touch_another_participant(

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from fuzzkit import Fuzz, json_values, texts
+from fuzzkit import Fuzz, examples, json_values, texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,7 @@ from handraise.tokens import create_token
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning")
 
-SLOW = settings(max_examples=60, deadline=None,
+SLOW = settings(max_examples=examples(60), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 _clients = itertools.count(1)
 A, B, PIN = "<a>", "<b>", "<pin>"

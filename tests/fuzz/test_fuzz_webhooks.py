@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from fuzzkit import ACCOUNT_SID, PUBLIC, TOKEN, Fuzz, texts
+from fuzzkit import ACCOUNT_SID, PUBLIC, TOKEN, Fuzz, examples, texts
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
@@ -93,7 +93,7 @@ async def _scenario(fuzz: Fuzz, route: str, method: str, form: dict[str, str],
     assert await redis.zscore(key(room.id, "hands"), b) == b_score
 
 
-@settings(max_examples=250, deadline=None,
+@settings(max_examples=examples(250), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(ROUTES), form=forms, query=queries, star=st.booleans())
 @example(route="/voice/announce", form={}, query={"msg": "raised", "n": "²"}, star=False)
@@ -108,7 +108,7 @@ def test_any_signed_webhook_gets_twiml_or_a_4xx_and_touches_no_one_else(
     assert not failures, failures[0].getMessage()
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=examples(60), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(forms)
 def test_the_voice_url_by_get_takes_any_query_string(fuzz: Fuzz, query: dict[str, Any]) -> None:
