@@ -94,7 +94,7 @@ def test_the_shapes_include_valid_messages_of_every_kind() -> None:
     # The strategies must reach the parser's success paths, not only its refusals.
     seen: set[str] = set()
 
-    @settings(max_examples=examples(120), deadline=None, database=None)
+    @settings(max_examples=examples(200), deadline=None, database=None, derandomize=True)
     @given(message_shapes())
     def collect(msg: object) -> None:
         with contextlib.suppress(FrameError):
