@@ -121,8 +121,8 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
 def filter_body(context: Any, body: Any) -> bool:
     # Room names: the domain also refuses control and format characters (422), which JSON
     # Schema cannot describe; leave those out of the generated bodies.
-    if context.operation.path in ("/api/v1/rooms", "/api/v1/rooms/{room}") and isinstance(body, dict) \
-            and isinstance(body.get("name"), str):
+    if context.operation.path in ("/api/v1/rooms", "/api/v1/rooms/{room}") \
+            and isinstance(body, dict) and isinstance(body.get("name"), str):
         try:
             clean_name(body["name"])
         except HandraiseError:
@@ -130,22 +130,20 @@ def filter_body(context: Any, body: Any) -> bool:
     return True
 
 
-#: The keys settings, and which of them may use keys ending in each character: its own
-#: default's, the rest shared out in turn. Two settings can then never end up equal (the
-#: domain refuses that with 422, across requests too, which JSON Schema cannot describe).
-KEY_SETTINGS = [s for s in ROOM_SETTINGS if s.kind == "keys"]
-_KEY_OWNER = {str(s.default)[-1]: s.name for s in KEY_SETTINGS}
-_KEY_OWNER |= {c: KEY_SETTINGS[i % len(KEY_SETTINGS)].name
-               for i, c in enumerate(c for c in "0123456789ABCD" if c not in _KEY_OWNER)}
+#: Keys settings -> the key their default ends in (all different: *1, *2, *3, *0, *5 ...).
+KEYS_ENDING = {s.name: str(s.default)[-1] for s in ROOM_SETTINGS if s.kind == "keys"}
 
 
 @schema.hook
 def map_body(context: Any, body: Any) -> Any:
+    # Keys: the domain refuses two commands sharing keys (422), across the body and the
+    # room's present settings, which JSON Schema cannot describe. Each setting keeps the key
+    # its default ends in (any prefix), so two settings can never meet.
     if isinstance(body, dict):
-        for s in KEY_SETTINGS:
-            value = body.get(s.name)
-            if isinstance(value, str) and value and _KEY_OWNER.get(value[-1], s.name) != s.name:
-                body = {**body, s.name: s.default}
+        for name, last in KEYS_ENDING.items():
+            value = body.get(name)
+            if isinstance(value, str) and re.fullmatch(r"[*#]?[0-9A-D]", value):
+                body = {**body, name: value[:-1] + last}
     return body
 
 
