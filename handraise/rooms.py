@@ -148,13 +148,6 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "the page alone says so)."),
     RoomSetting("raise_keys", "keys", "*1", "Raise keys", "The keys that raise a hand."),
     RoomSetting("lower_keys", "keys", "*2", "Lower keys", "The keys that lower a hand."),
-    RoomSetting("reply_keys", "keys", "*4", "Reply keys",
-                "The keys that raise a reply to the current speaker: replies go ahead of new "
-                "points while that turn lasts, then become ordinary hands in place."),
-    RoomSetting("order", "choice", "fifo", "Queue order",
-                "fifo: first raised, first called; fair: those not yet called on in this "
-                "meeting go first (first raised first within each group).",
-                choices=QUEUE_ORDERS),
     RoomSetting("announce_next", "bool", True, "Tell the next caller they are next",
                 "When a hand becomes first in line, that caller hears \"You're next.\" privately "
                 "(not when it is the only hand, just raised: they heard their place already)."),
@@ -173,6 +166,13 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "The host's keys that lower every hand."),
     RoomSetting("host_mute_all_keys", "keys", "*9", "Host: mute all",
                 "The host's keys that mute every caller."),
+    RoomSetting("reply_keys", "keys", "*4", "Reply keys",
+                "The keys that raise a reply to the current speaker: replies go ahead of new "
+                "points while that turn lasts, then become ordinary hands in place."),
+    RoomSetting("order", "choice", "fifo", "Queue order",
+                "fifo: first raised, first called; fair: those not yet called on in this "
+                "meeting go first (first raised first within each group).",
+                choices=QUEUE_ORDERS),
 )
 SETTINGS_BY_NAME = {s.name: s for s in ROOM_SETTINGS}
 

@@ -113,7 +113,8 @@ async def test_star_then_3_in_a_star_room_says_the_place_and_puts_the_caller_bac
 async def test_star_0_tells_the_rooms_keys_the_pin_and_the_page_and_the_join_prompt_says_so_once(
         redis_server: str) -> None:
     async with phone_stack(redis_server) as stack:
-        room, _, _ = await meeting(stack, "Help", lower_keys="*9", host_mute_all_keys="*4")
+        room, _, _ = await meeting(stack, "Help", lower_keys="*9", host_mute_all_keys="*4",
+                                  reply_keys="#4")
         sid, pid = await stack.join(room.access_code, "+15550104821")
         assert stack.said(sid).count("press star 0") == 1  # the join prompt, once
         pin = await pin_of(stack.redis, room.id, pid)

@@ -112,7 +112,7 @@ def test_a_rooms_keys_make_one_table_for_participants_and_another_for_the_host()
 
     keys = {name: str(v) for name, v in default_settings().items() if name.endswith("_keys")}
     participant = room_commands(keys, host=False)
-    assert participant == {"*1": "raise", "*2": "lower", "*3": "where", "*0": "help",
+    assert participant == {"*1": "raise", "*2": "lower", "*3": "where", "*4": "reply", "*0": "help",
                            "*5": HOST_ONLY, "*6": HOST_ONLY, "*7": HOST_ONLY, "*8": HOST_ONLY,
                            "*9": HOST_ONLY}
     host = room_commands(keys, host=True)
