@@ -449,3 +449,21 @@ async def _run_against_model(redis_url: str, fair: bool, ops: list[tuple[str, st
 def test_the_redis_queue_orders_hands_as_the_model_does(redis_server: str, fair: bool,
                                                         ops: list[tuple[str, str | None]]) -> None:
     asyncio.run(_run_against_model(redis_server, fair, ops))
+
+
+async def test_the_hand_log_treats_an_undone_lower_all_as_never_lowered(
+        redis: Redis, queue: Queue, room: str) -> None:
+    from handraise.handlog import CALLED_ON, LOWERED_BY_HOST, load_hand_log
+
+    a, b = await queue.join(room, name="Ada"), await queue.join(room, name="Bo")
+    await queue.raise_hand(room, a, source="keypad")
+    await queue.raise_hand(room, b, source="web")
+    await queue.lower_all(room)
+    await queue.undo_lower_all(room)
+    await queue.call_on(room)
+    rows = (await load_hand_log(redis, room)).rows
+    assert [(r.display_name, r.source, r.how_ended) for r in rows] == \
+        [("Ada", "keypad", CALLED_ON), ("Bo", "web", "")]
+    await queue.lower_all(room)  # not undone: lowered by the host
+    rows = (await load_hand_log(redis, room)).rows
+    assert [r.how_ended for r in rows] == [CALLED_ON, LOWERED_BY_HOST]
