@@ -35,15 +35,40 @@ def _fmt_wait(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def _set_pairs(pairs: list[str] | None) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as a dict; a malformed one is a clear error."""
+    from .errors import Invalid
+
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, eq, value = pair.partition("=")
+        if not eq or not name.strip():
+            raise Invalid(f"--set needs NAME=VALUE, such as --set keypad_mode=star (got {pair!r}).")
+        out[name.strip().replace("-", "_")] = value
+    return out
+
+
+def _print_settings(room: Any) -> None:
+    from .rooms import ROOM_SETTINGS
+
+    for s in ROOM_SETTINGS:
+        value = getattr(room, s.name)
+        shown = ("yes" if value else "no") if s.kind == "bool" else \
+            ("off" if s.kind == "seconds" and not value else str(value))
+        print(f"    {s.name:<18} {shown}")
+
+
 async def _rooms_create(settings: Settings, args: argparse.Namespace) -> int:
     from .rooms import create_room
 
+    chosen: dict[str, Any] = {"keypad_mode": args.keypad_mode}
+    if args.keep_running_after_host:
+        chosen["end_on_host_exit"] = False
+    if args.announce_web_raises:
+        chosen["announce_web"] = True
+    chosen.update(_set_pairs(args.set))
     async with connect(settings) as redis:
-        created = await create_room(
-            redis, args.name, keypad_mode=args.keypad_mode,
-            end_on_host_exit=not args.keep_running_after_host, announce_web=args.announce_web_raises,
-            maxlen=settings.events_maxlen,
-        )
+        created = await create_room(redis, args.name, maxlen=settings.events_maxlen, **chosen)
     room = created.room
     if args.json:
         print(json.dumps({**room.to_dict(), "host_code": created.host_code}, indent=2))
@@ -51,7 +76,46 @@ async def _rooms_create(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Room {room.id} created: {room.name}")
         print(f"  participant access code: {room.access_code}")
         print(f"  host code:               {created.host_code}   (shown only now; keep it)")
-        print(f"  keypad mode: {room.keypad_mode}")
+        print("  settings:")
+        _print_settings(room)
+    return 0
+
+
+async def _rooms_update(settings: Settings, args: argparse.Namespace) -> int:
+    from .rooms import get_room, update_room
+
+    changes = _set_pairs(args.set)
+    if args.name is None and not changes:
+        print("handraise: nothing to change; give --name or --set NAME=VALUE "
+              "(`handraise rooms settings` lists them)", file=sys.stderr)
+        return 2
+    async with connect(settings) as redis:
+        changed = await update_room(redis, args.room, name=args.name, maxlen=settings.events_maxlen,
+                                    **changes)
+        room = await get_room(redis, args.room)
+    if args.json:
+        print(json.dumps(room.to_dict(), indent=2))
+    else:
+        print(f"Room {room.id} {'updated' if changed else 'unchanged'}: {room.name}")
+        _print_settings(room)
+    return 0
+
+
+async def _rooms_settings(settings: Settings, args: argparse.Namespace) -> int:
+    from .rooms import ROOM_SETTINGS
+
+    for s in ROOM_SETTINGS:
+        if s.kind == "choice":
+            values = " | ".join(s.choices)
+        elif s.kind == "bool":
+            values = "yes | no"
+        elif s.kind == "seconds":
+            values = f"0 (off) .. {s.maximum} seconds"
+        else:
+            values = "a key, optionally after * or #"
+        default = ("yes" if s.default else "no") if s.kind == "bool" else s.default
+        print(f"{s.name}  ({values}; default {default})")
+        print(f"    {s.label}. {s.help}")
     return 0
 
 
@@ -107,8 +171,9 @@ async def _rooms_show(settings: Settings, args: argparse.Namespace) -> int:
         }, indent=2))
         return 0
     print(f"{room.name}  ({room.id}, {room.status})")
-    print(f"  access code {room.access_code}, keypad mode {room.keypad_mode}, "
-          f"raise {room.raise_keys} / lower {room.lower_keys}")
+    print(f"  access code {room.access_code}")
+    print("  settings:")
+    _print_settings(room)
     speaker = people.get(state.speaker) if state.speaker else None
     print(f"  speaker: {speaker.display_name if speaker else '(nobody)'}")
     print(f"  hands ({len(state.queue)}):")
@@ -268,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--no-callers", action="store_true",
                         help="do not act out the opening scene (a host and a caller who presses *1)")
 
-    p_rooms = sub.add_parser("rooms", help="create, list, show and close rooms")
+    p_rooms = sub.add_parser("rooms", help="create, list, show, update and close rooms")
     rsub = p_rooms.add_subparsers(dest="rooms_command", required=True)
     p_create = rsub.add_parser("create", help="create a room and print its codes")
     p_create.add_argument("--name", required=True)
@@ -282,7 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_create.add_argument("--announce-web-raises", action="store_true",
                           help="confirm on the phone a hand raised from the companion page "
                                "(by default the page alone says so)")
+    p_create.add_argument("--set", action="append", metavar="NAME=VALUE",
+                          help="any room setting, repeatable (`handraise rooms settings` lists them)")
     p_create.add_argument("--json", action="store_true")
+    p_update = rsub.add_parser("update", help="rename a room or change its settings")
+    p_update.add_argument("room")
+    p_update.add_argument("--name")
+    p_update.add_argument("--set", action="append", metavar="NAME=VALUE",
+                          help="a room setting, repeatable, e.g. --set keypad_mode=star")
+    p_update.add_argument("--json", action="store_true")
+    rsub.add_parser("settings", help="the room settings, their values and defaults")
     p_list = rsub.add_parser("list", help="list rooms")
     p_list.add_argument("--all", action="store_true", help="include closed rooms")
     p_list.add_argument("--json", action="store_true")
@@ -345,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   Coroutine[Any, Any, int]]] = {
             ("rooms", "create"): _rooms_create, ("rooms", "list"): _rooms_list,
             ("rooms", "show"): _rooms_show, ("rooms", "close"): _rooms_close,
+            ("rooms", "update"): _rooms_update, ("rooms", "settings"): _rooms_settings,
             ("tokens", "create"): _tokens_create, ("tokens", "list"): _tokens_list,
             ("tokens", "revoke"): _tokens_revoke,
             ("hooks", "add"): _hooks_add, ("hooks", "list"): _hooks_list,

@@ -44,6 +44,11 @@ class Settings:
     reconcile_interval_s: float = 20.0
     #: The companion page's address as callers hear it; default: the public URL + /join.
     companion_url: str | None = None
+    #: Who may read GET /metrics: "local" (this machine, not through a proxy), "host"
+    #: (a signed-in host or an API token) or "off".
+    metrics_access: str = "local"
+    #: Media messages a stream's socket gathers before the server reads it (1: each one).
+    media_read_batch: int = 1
 
     @classmethod
     def from_env(
@@ -133,7 +138,18 @@ class Settings:
                     f"HANDRAISE_RECONCILE_INTERVAL is {interval_raw!r}: it should hold "
                     f"{_WHAT['HANDRAISE_RECONCILE_INTERVAL']}."
                 )
+        metrics_access = (get("HANDRAISE_METRICS") or "local").lower()
+        if metrics_access not in {"local", "host", "off"}:
+            raise ConfigError(
+                f"HANDRAISE_METRICS is {metrics_access!r}: it should hold {_WHAT['HANDRAISE_METRICS']}."
+            )
+        batch_raw = get("HANDRAISE_MEDIA_READ_BATCH") or "1"
+        if not batch_raw.isdigit() or not 1 <= int(batch_raw) <= 5:
+            raise ConfigError(f"HANDRAISE_MEDIA_READ_BATCH is {batch_raw!r}: it should hold "
+                              f"{_WHAT['HANDRAISE_MEDIA_READ_BATCH']}.")
         return cls(
+            media_read_batch=int(batch_raw),
+            metrics_access=metrics_access,
             public_url=public_url,
             redis_url=redis_url,
             data_dir=data_dir,
@@ -161,6 +177,11 @@ def _check_http_url(name: str, value: str) -> str:
 
 
 _WHAT = {
+    "HANDRAISE_MEDIA_READ_BATCH": "a whole number from 1 to 5: how many 20 ms media messages a "
+    "stream's socket gathers before the server reads them (more: less CPU, up to 20 ms more "
+    "latency each)",
+    "HANDRAISE_METRICS": "local (GET /metrics from this machine only, not through a proxy), "
+    "host (a signed-in host or an API token) or off",
     "HANDRAISE_PUBLIC_URL": "the public base URL Twilio reaches this server at, "
     "such as https://handraise.example.org (no query string)",
     "HANDRAISE_REDIS_URL": "a Redis URL such as redis://localhost:6379/0 or "

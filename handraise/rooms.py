@@ -13,6 +13,7 @@ import itertools
 import re
 import secrets
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,6 +65,92 @@ def clean_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class RoomSetting:
+    """One setting of a room, as the CLI, the dashboard and the API offer it.
+
+    The table :data:`ROOM_SETTINGS` is the one place a setting is declared: its
+    :class:`Room` attribute (same name), how a value is checked, its label and help. The CLI's
+    ``--set NAME=VALUE``, the dashboard's "Room settings" form and the API's room fields
+    are all made from it.
+    """
+
+    name: str
+    kind: Literal["choice", "bool", "keys", "seconds"]
+    default: str | bool | int
+    label: str
+    help: str
+    #: kind "choice": the values allowed (the first is the default's place in lists).
+    choices: tuple[str, ...] = ()
+    #: kind "seconds": the largest value allowed (0 always means "off").
+    maximum: int = 0
+    #: Settable only when the room is created (the dashboard shows it read-only).
+    create_only: bool = False
+
+    def parse(self, value: object) -> str | bool | int:
+        """The checked value from a typed value (API) or text (CLI, form); Invalid if wrong."""
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "yes", "true", "on"}:
+                return True
+            if text in {"0", "no", "false", "off"}:
+                return False
+            raise Invalid(f"{self.name} must be yes or no (got {value!r}).")
+        if self.kind == "seconds":
+            if isinstance(value, bool):
+                raise Invalid(f"{self.name} must be a number of seconds (got {value!r}).")
+            try:
+                seconds = int(str(value).strip() or "0") if not isinstance(value, int) else value
+            except ValueError:
+                raise Invalid(f"{self.name} must be a number of seconds (got {value!r}).") from None
+            if not 0 <= seconds <= self.maximum:
+                raise Invalid(f"{self.name} must be between 0 (off) and {self.maximum} seconds.")
+            return seconds
+        text = str(value).strip()
+        if self.kind == "keys":
+            return _check_keys(self.name, text)
+        if text not in self.choices:
+            raise Invalid(f"{self.name} must be one of {', '.join(self.choices)} (got {value!r}).")
+        return text
+
+    def encode(self, value: str | bool | int) -> str:
+        """The value as the room hash keeps it."""
+        if self.kind == "bool":
+            return "1" if value else "0"
+        return str(value)
+
+    def decode(self, raw: str | None) -> str | bool | int:
+        """The value from the room hash; the default where absent or unreadable (older rooms)."""
+        if raw is None:
+            return self.default
+        if self.kind == "bool":
+            return raw == "1"
+        if self.kind == "seconds":
+            return int(raw) if raw.isdigit() else self.default
+        if self.kind == "choice":
+            return raw if raw in self.choices else self.default
+        return raw or self.default
+
+
+ROOM_SETTINGS: tuple[RoomSetting, ...] = (
+    RoomSetting("keypad_mode", "choice", "stream", "Keypad mode",
+                "stream: tones detected in the forked call audio (needs the media-stream "
+                "endpoint); star: * steps the caller out of the conference to read the key "
+                "(works everywhere). Applies to callers who join after the change.",
+                choices=KEYPAD_MODES),
+    RoomSetting("end_on_host_exit", "bool", True, "End the meeting when the host hangs up",
+                "When the host's call ends, end the conference for everyone."),
+    RoomSetting("announce_web", "bool", False, "Confirm web raises on the phone",
+                "Say on the phone that a hand raised from the companion page is up (by default "
+                "the page alone says so)."),
+    RoomSetting("raise_keys", "keys", "*1", "Raise keys", "The keys that raise a hand."),
+    RoomSetting("lower_keys", "keys", "*2", "Lower keys", "The keys that lower a hand."),
+)
+SETTINGS_BY_NAME = {s.name: s for s in ROOM_SETTINGS}
+
+
+@dataclass(frozen=True)
 class Room:
     id: str
     name: str
@@ -83,21 +170,51 @@ class Room:
         """The Twilio conference friendly name: derived from the id, so no personal data."""
         return f"handraise-{self.id}"
 
+    def settings(self) -> dict[str, str | bool | int]:
+        """Every setting of :data:`ROOM_SETTINGS` with its value in this room."""
+        return {s.name: getattr(self, s.name) for s in ROOM_SETTINGS}
+
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
             "name": self.name,
             "access_code": self.access_code,
             "status": self.status,
-            "keypad_mode": self.keypad_mode,
-            "end_on_host_exit": self.end_on_host_exit,
-            "raise_keys": self.raise_keys,
-            "lower_keys": self.lower_keys,
-            "announce_web": self.announce_web,
+            **self.settings(),
             "created_at": self.created_at,
             "conference_name": self.conference_name,
             "conference_sid": self.conference_sid,
         }
+
+
+def check_settings(changes: Mapping[str, object], current: Mapping[str, object] | None = None
+                   ) -> dict[str, str | bool | int]:
+    """Parse ``changes`` (names of :data:`ROOM_SETTINGS`) into checked values.
+
+    ``current`` holds the room's present settings (or the defaults for a new room): keys
+    settings are checked against all the others, so no two commands share keys.
+    """
+    checked: dict[str, str | bool | int] = {}
+    for name, value in changes.items():
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            known = ", ".join(SETTINGS_BY_NAME)
+            raise Invalid(f"There is no room setting {name!r}; the settings are: {known}.")
+        checked[name] = setting.parse(value)
+    merged = {**(current if current is not None else default_settings()), **checked}
+    seen: dict[str, str] = {}
+    for setting in ROOM_SETTINGS:
+        if setting.kind != "keys":
+            continue
+        keys = str(merged[setting.name])
+        if keys in seen:
+            raise Invalid(f"{setting.name} and {seen[keys]} cannot both be {keys}.")
+        seen[keys] = setting.name
+    return checked
+
+
+def default_settings() -> dict[str, str | bool | int]:
+    return {s.name: s.default for s in ROOM_SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -110,12 +227,12 @@ class CreatedRoom:
 
 _CREATE = LUA_EMIT + """
 -- KEYS: room, events ; ARGV: maxlen, room_id, name, access_code, host_code_hash,
---       keypad_mode, end_on_host_exit, raise_keys, lower_keys, announce_web
+--       then setting name, value pairs
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('room exists') end
 local at = math.floor(now_us() / 1000)
 redis.call('HSET', KEYS[1], 'name', ARGV[3], 'access_code', ARGV[4], 'host_code_hash', ARGV[5],
-  'keypad_mode', ARGV[6], 'end_on_host_exit', ARGV[7], 'raise_keys', ARGV[8],
-  'lower_keys', ARGV[9], 'announce_web', ARGV[10], 'status', 'open', 'created_at', at)
+  'status', 'open', 'created_at', at)
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 emit(KEYS[2], ARGV[1], {type='room.created', room=ARGV[2], at=at, name=ARGV[3]})
 return at
 """
@@ -150,13 +267,9 @@ def _room_from_hash(room_id: str, h: dict[str, str]) -> Room:
         name=h["name"],
         access_code=h["access_code"],
         status="closed" if h.get("status") == "closed" else "open",
-        keypad_mode="star" if h.get("keypad_mode") == "star" else "stream",
-        end_on_host_exit=h.get("end_on_host_exit", "1") == "1",
-        raise_keys=h.get("raise_keys", "*1"),
-        lower_keys=h.get("lower_keys", "*2"),
         created_at=int(h.get("created_at", "0")),
         conference_sid=h.get("conference_sid") or None,
-        announce_web=h.get("announce_web") == "1",
+        **{s.name: s.decode(h.get(s.name)) for s in ROOM_SETTINGS},  # type: ignore[arg-type]
     )
 
 
@@ -170,37 +283,23 @@ async def create_room(
     redis: Redis,
     name: str,
     *,
-    keypad_mode: KeypadMode = "stream",
-    end_on_host_exit: bool = True,
-    raise_keys: str = "*1",
-    lower_keys: str = "*2",
-    announce_web: bool = False,
     maxlen: int = DEFAULT_MAXLEN,
+    **settings: object,
 ) -> CreatedRoom:
-    """Create a room with fresh codes, unique across live rooms."""
+    """Create a room with fresh codes, unique across live rooms.
+
+    ``settings`` are names of :data:`ROOM_SETTINGS` (typed values or their text); the
+    others keep their defaults.
+    """
     name = clean_name(name)
-    if keypad_mode not in KEYPAD_MODES:
-        raise Invalid(f"keypad mode must be one of {', '.join(KEYPAD_MODES)}.")
-    if _check_keys("raise keys", raise_keys) == _check_keys("lower keys", lower_keys):
-        raise Invalid("raise and lower keys must differ.")
+    values = {**default_settings(), **check_settings(settings)}
     room_id = new_id("r")
     access_code = await _claim_code(redis, room_id, "participant")
     host_code = await _claim_code(redis, room_id, "host")
+    pairs = [part for s in ROOM_SETTINGS for part in (s.name, s.encode(values[s.name]))]
     await redis.eval(
-        _CREATE,
-        2,
-        key(room_id, "room"),
-        key(room_id, "events"),
-        maxlen,
-        room_id,
-        name,
-        access_code,
-        code_hash(host_code),
-        keypad_mode,
-        "1" if end_on_host_exit else "0",
-        raise_keys,
-        lower_keys,
-        "1" if announce_web else "0",
+        _CREATE, 2, key(room_id, "room"), key(room_id, "events"),
+        maxlen, room_id, name, access_code, code_hash(host_code), *pairs,
     )
     await redis.zadd(global_key("rooms"), {room_id: 0})
     return CreatedRoom(room=await get_room(redis, room_id), host_code=host_code)
@@ -266,26 +365,20 @@ async def update_room(
     room_id: str,
     *,
     name: str | None = None,
-    keypad_mode: KeypadMode | None = None,
-    end_on_host_exit: bool | None = None,
     conference_sid: str | None = None,
-    announce_web: bool | None = None,
     maxlen: int = DEFAULT_MAXLEN,
+    **settings: object,
 ) -> bool:
-    """Change room settings; one ``room.updated`` event lists what changed. True if any did."""
+    """Change the name or settings (names of :data:`ROOM_SETTINGS`); one ``room.updated``
+    event lists what changed. True if anything did."""
     typed: dict[str, object] = {}
     if name is not None:
         typed["name"] = clean_name(name)
-    if keypad_mode is not None:
-        if keypad_mode not in KEYPAD_MODES:
-            raise Invalid(f"keypad mode must be one of {', '.join(KEYPAD_MODES)}.")
-        typed["keypad_mode"] = keypad_mode
-    if end_on_host_exit is not None:
-        typed["end_on_host_exit"] = end_on_host_exit
+    if settings:
+        current = await get_room(redis, room_id)
+        typed.update(check_settings(settings, current.settings()))
     if conference_sid is not None:
         typed["conference_sid"] = conference_sid
-    if announce_web is not None:
-        typed["announce_web"] = announce_web
     if not typed:
         return False
     try:

@@ -72,3 +72,21 @@ def test_a_bad_redis_url_is_reported_not_crashed(tmp_path: Path, bad: str) -> No
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "HANDRAISE_REDIS_URL" in result.stderr or "Redis" in result.stderr
+
+
+def test_rooms_update_and_settings_change_and_list_every_setting(tmp_path: Path) -> None:
+    created = handraise("rooms", "create", "--name", "Standup", "--set", "announce_web=yes", "--json",
+                        data_dir=tmp_path)
+    room = json.loads(created.stdout)
+    assert created.returncode == 0 and room["announce_web"] is True
+    updated = handraise("rooms", "update", room["id"], "--set", "keypad_mode=star", "--name", "Retro",
+                        data_dir=tmp_path)
+    assert updated.returncode == 0, updated.stderr
+    assert "updated: Retro" in updated.stdout and re.search(r"keypad_mode\s+star", updated.stdout)
+    refused = handraise("rooms", "update", room["id"], "--set", "keypad_mode=loud", data_dir=tmp_path)
+    assert refused.returncode == 1 and "keypad_mode must be one of stream, star" in refused.stderr
+    malformed = handraise("rooms", "update", room["id"], "--set", "keypad_mode", data_dir=tmp_path)
+    assert malformed.returncode == 1 and "--set needs NAME=VALUE" in malformed.stderr
+    listed = handraise("rooms", "settings", data_dir=tmp_path)
+    assert "keypad_mode  (stream | star; default stream)" in listed.stdout
+    assert "announce_web  (yes | no; default no)" in listed.stdout

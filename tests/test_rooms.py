@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from handraise.errors import Invalid, NotFound
@@ -75,3 +77,35 @@ async def test_a_closed_room_keeps_its_codes_reserved_for_a_while(redis: Redis) 
     assert 0 < ttl <= CLOSED_CODE_TTL
     assert [r.id for r in await list_rooms(redis)] == []
     assert [r.id for r in await list_rooms(redis, include_closed=True)] == [room.id]
+
+
+async def test_settings_are_checked_from_text_or_typed_values_and_listed_in_one_event(redis: Redis) -> None:
+    from handraise.rooms import ROOM_SETTINGS
+
+    room = (await create_room(redis, "Settings", keypad_mode="star", announce_web="yes")).room
+    assert (room.keypad_mode, room.announce_web) == ("star", True)
+    assert set(room.settings()) == {s.name for s in ROOM_SETTINGS}
+    after = (await read_events(redis, room.id))[-1].id
+    assert await update_room(redis, room.id, end_on_host_exit="no", keypad_mode="star") is True
+    changed = await read_events(redis, room.id, after=after)
+    assert [(e.type, e.data.get("end_on_host_exit"), "keypad_mode" in e.data) for e in changed] == [
+        ("room.updated", False, False)]
+    assert (await get_room(redis, room.id)).end_on_host_exit is False
+    assert await update_room(redis, room.id, end_on_host_exit=False) is False
+    for bad, sentence in (({"keypad_mode": "loud"}, "keypad_mode must be one of"),
+                          ({"announce_web": "maybe"}, "announce_web must be yes or no"),
+                          ({"volume": "11"}, "There is no room setting 'volume'"),
+                          ({"raise_keys": "*12"}, "raise_keys must be a key"),
+                          ({"lower_keys": "*1"}, "lower_keys and raise_keys cannot both be *1")):
+        with pytest.raises(Invalid, match=re.escape(sentence)):
+            await update_room(redis, room.id, **bad)
+    with pytest.raises(Invalid, match="cannot both be"):
+        await create_room(redis, "Clash", raise_keys="*2")
+    assert (await get_room(redis, room.id)).lower_keys == "*2"
+
+
+async def test_a_room_written_before_a_setting_existed_reads_its_default(redis: Redis) -> None:
+    room = (await create_room(redis, "Old")).room
+    await redis.hdel(f"hr:{{{room.id}}}:room", "announce_web", "raise_keys")
+    old = await get_room(redis, room.id)
+    assert (old.announce_web, old.raise_keys) == (False, "*1")

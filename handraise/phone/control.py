@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec
 
@@ -30,6 +31,7 @@ from twilio.rest import Client
 from ..config import DEFAULT_TWILIO_API_URL, Settings
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
+from ..metrics import Metrics
 from ..pins import revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import Room, get_room, update_room
@@ -82,7 +84,9 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):
 class TwilioControl:
     """Outbound REST calls. Create inside a running event loop; ``await close()`` at the end."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 10.0,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self._http: AsyncTwilioHttpClient | None = None
         self._client: Client | None = None
         if settings.twilio_account_sid and settings.twilio_auth_token:
@@ -105,6 +109,15 @@ class TwilioControl:
         if self._client is None:
             return RestOutcome("failed", "Twilio is not configured (TWILIO_ACCOUNT_SID and "
                                          "TWILIO_AUTH_TOKEN), so calls cannot be controlled.")
+        started = time.perf_counter()
+        outcome = await self._call(what, call)
+        if self.metrics is not None:
+            self.metrics.observe("handraise_twilio_rest_seconds", time.perf_counter() - started,
+                                 outcome=outcome.kind)
+        return outcome
+
+    async def _call(self, what: str, call: Any) -> RestOutcome:
+        assert self._client is not None
         try:
             await call(self._client)
         except TwilioRestException as exc:
@@ -150,6 +163,19 @@ class TwilioControl:
     async def hang_up(self, call_sid: str) -> RestOutcome:
         return await self._do(
             "hang up the call", lambda c: c.calls(call_sid).update_async(status="completed"))
+
+    async def start_stream(self, call_sid: str, url: str, *, name: str,
+                           params: Mapping[str, str]) -> RestOutcome:
+        """Fork the call's inbound audio to ``url`` (REST Streams create, TWILIO.md §1.3),
+        with the ``<Parameter>``s a TwiML ``<Start><Stream>`` would carry."""
+        numbered: dict[str, str] = {}
+        for i, (pname, value) in enumerate(params.items(), start=1):
+            numbered[f"parameter{i}_name"] = pname
+            numbered[f"parameter{i}_value"] = value
+        return await self._do(
+            "start the keypad stream",
+            lambda c: c.calls(call_sid).streams.create_async(
+                url=url, name=name, track="inbound_track", **numbered))
 
     async def call_status(self, call_sid: str) -> str | None:
         """The call's status (``in-progress``, ``completed``…), None if unknown or unreachable."""

@@ -28,9 +28,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 from quart import Blueprint, Quart, Response, current_app, g, request, stream_with_context
 from quart_auth import current_user
 from quart_schema import (
@@ -67,7 +67,16 @@ from ..phone.control import (
     RoomAction,
 )
 from ..queue import Participant, RoomState
-from ..rooms import Room, close_room, create_room, get_room, list_rooms
+from ..rooms import (
+    ROOM_SETTINGS,
+    Room,
+    RoomSetting,
+    close_room,
+    create_room,
+    get_room,
+    list_rooms,
+    update_room,
+)
 from ..store import key
 from ..tokens import authenticate, take
 from .security import SAFE_METHODS, csrf_valid
@@ -271,17 +280,39 @@ async def _participant(room_id: str, pid: str) -> Participant:
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
-class RoomOut(BaseModel):
-    """A room."""
+def _setting_type(s: RoomSetting) -> Any:
+    if s.kind == "choice":
+        return Literal[s.choices]
+    if s.kind == "bool":
+        return bool
+    if s.kind == "seconds":
+        return Annotated[int, Field(ge=0, le=s.maximum)]
+    return Annotated[str, Field(pattern=r"^[*#]?[0-9A-D]$")]
+
+
+def _settings_fields(optional: bool) -> dict[str, Any]:
+    """The room settings as pydantic fields, made from :data:`ROOM_SETTINGS`."""
+    return {s.name: ((_setting_type(s) | None), Field(None, description=s.help)) if optional
+            else (_setting_type(s), Field(description=s.help)) for s in ROOM_SETTINGS}
+
+
+if TYPE_CHECKING:
+    class RoomSettingsOut(BaseModel): ...
+
+    class RoomSettingsIn(BaseModel): ...
+else:
+    RoomSettingsOut = create_model("RoomSettingsOut", **_settings_fields(optional=False))
+    RoomSettingsIn = create_model("RoomSettingsIn", __config__=ConfigDict(extra="forbid", strict=True),
+                                  **_settings_fields(optional=True))
+
+
+class RoomOut(RoomSettingsOut):
+    """A room, with every setting (see ``handraise rooms settings``)."""
 
     id: str
     name: str
     access_code: str = Field(description="The 6-digit code participants dial.")
     status: Literal["open", "closed"]
-    keypad_mode: Literal["stream", "star"]
-    end_on_host_exit: bool
-    raise_keys: str
-    lower_keys: str
     created_at: Timestamp
     conference_active: bool
     participants: int
@@ -300,14 +331,26 @@ class CreatedRoomOut(RoomOut):
     host_code: str
 
 
-class RoomIn(BaseModel):
+class RoomIn(RoomSettingsIn):
+    """A new room: its name, and any settings (the others keep their defaults)."""
+
     # Strict: 0 is not false, "1" is not true; what the schema says is what is accepted.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=80,
                       description="Shown to the host; control characters are refused (422).")
-    keypad_mode: Literal["stream", "star"] = "stream"
-    end_on_host_exit: bool = True
+
+
+class RoomPatch(RoomSettingsIn):
+    """What to change: the name and any settings; a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str | None = Field(None, min_length=1, max_length=80)
+
+
+def _given_settings(data: BaseModel) -> dict[str, Any]:
+    return {s.name: getattr(data, s.name) for s in ROOM_SETTINGS if getattr(data, s.name) is not None}
 
 
 class RoomsQuery(BaseModel):
@@ -591,8 +634,8 @@ async def post_room(data: RoomIn) -> tuple[dict[str, Any], int, dict[str, str]]:
     if _caller().room is not None:
         raise ApiProblem(403, "A room token cannot create rooms.", code="forbidden")
     svc = _svc()
-    created = await create_room(svc.redis, data.name, keypad_mode=data.keypad_mode,
-                                end_on_host_exit=data.end_on_host_exit, maxlen=svc.settings.events_maxlen)
+    created = await create_room(svc.redis, data.name, maxlen=svc.settings.events_maxlen,
+                                **_given_settings(data))
     log.info("room %s created through the API (%s)", created.room.id, _caller().name)
     body = {**_room_out(created.room, await svc.queue.snapshot(created.room.id)),
             "host_code": created.host_code}
@@ -605,6 +648,20 @@ async def get_room_details(room: str) -> dict[str, Any]:
     """One room, with its people and hand counts."""
     r = await _room(room)
     return _room_out(r, await _svc().queue.snapshot(room))
+
+
+@bp.patch("/rooms/<id:room>")
+@validate_request(RoomPatch)
+@validate_response(RoomOut)
+@problems(400, 415, 422)
+async def patch_room(room: str, data: RoomPatch) -> dict[str, Any]:
+    """Rename the room or change its settings (one ``room.updated`` event lists the changes)."""
+    await _room(room)
+    svc = _svc()
+    if await update_room(svc.redis, room, name=data.name, maxlen=svc.settings.events_maxlen,
+                         **_given_settings(data)):
+        log.info("room %s updated through the API (%s)", room, _caller().name)
+    return _room_out(await get_room(svc.redis, room), await svc.queue.snapshot(room))
 
 
 @bp.post("/rooms/<id:room>/close")

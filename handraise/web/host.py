@@ -32,7 +32,17 @@ from ..handlog import load_hand_log, to_csv
 from ..phone.control import PARTICIPANT_ACTIONS, ROOM_ACTIONS, ActionResult, prompting_key
 from ..phone.streams import keypad_checks
 from ..queue import Participant, RoomState
-from ..rooms import KEYPAD_MODES, Room, close_room, create_room, get_room, list_rooms
+from ..rooms import (
+    KEYPAD_MODES,
+    ROOM_SETTINGS,
+    SETTINGS_BY_NAME,
+    Room,
+    close_room,
+    create_room,
+    get_room,
+    list_rooms,
+    update_room,
+)
 from .live import FragmentCache, Fragments, Live, fragment_cache, live_response
 from .security import host_required
 
@@ -204,7 +214,8 @@ async def get_dashboard(room: str) -> Response:
     if _htmx():
         body = await render_template("partials/_live.html", d=view, sources=SOURCE_NAMES, csrf_token="")
     else:
-        body = await render_template("host/room.html", d=view, sources=SOURCE_NAMES)
+        body = await render_template("host/room.html", d=view, sources=SOURCE_NAMES,
+                                     settings=ROOM_SETTINGS)
     return Response(body, headers={"Vary": "HX-Request"})
 
 
@@ -229,6 +240,36 @@ async def _outcome(room: str, result: ActionResult) -> Any:
     svc = _svc()
     view = await load_dashboard(svc, r, await svc.queue.snapshot(room))
     return await render_template("host/room.html", d=view, sources=SOURCE_NAMES, result=result)
+
+
+@bp.post("/rooms/<room>/settings")
+@host_required("action")
+async def post_room_settings(room: str) -> Any:
+    """Save the room settings form (every field of :data:`ROOM_SETTINGS` it sends)."""
+    await _room_or_404(room)
+    svc = _svc()
+    form = await request.form
+    # A checkbox sends its hidden "no" and, when ticked, "yes" after it: the last one counts.
+    values = {name: form.getlist(name)[-1] for name in SETTINGS_BY_NAME if name in form}
+    error = message = None
+    status = 200
+    try:
+        changed = await update_room(svc.redis, room, maxlen=svc.settings.events_maxlen, **values)
+        message = "Settings saved." if changed else "Nothing changed."
+        values = {}
+        log.info("room %s settings changed from the dashboard", room)
+    except HandraiseError as exc:
+        error, status = exc.message, 422
+    r = await _room_or_404(room)
+    if not _htmx():
+        view = await load_dashboard(svc, r, await svc.queue.snapshot(room))
+        result = ActionResult(ok=error is None, message=error or message or "")
+        return await render_template("host/room.html", d=view, sources=SOURCE_NAMES, result=result,
+                                     settings=ROOM_SETTINGS), status
+    body = await render_template("partials/_settings.html", room=r, settings=ROOM_SETTINGS, values=values,
+                                 error=error, message=message)
+    # htmx swaps only 2xx answers by default: a refused value comes back as 200 with its sentence.
+    return body, 200
 
 
 @bp.post("/rooms/<room>/<action>")

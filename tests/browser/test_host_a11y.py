@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browserkit import open_signed_in
+from browserkit import ARTIFACTS, LAPTOP, PHONE, open_signed_in
 from phonekit import HOST_PASSWORD, phone_stack
 from playwright.async_api import Browser, Page, expect
 
-from handraise.rooms import create_room, list_rooms
+from handraise.rooms import create_room, get_room, list_rooms
 
 AXE = Path(__file__).resolve().parent.parent.parent / "node_modules" / "axe-core" / "axe.min.js"
+OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 CONTRACT_BUTTONS = {"Call on next", "Lower all hands", "Mute all", "End meeting", "Call on", "Lower hand",
                     "Done", "Mute", "Unmute", "Prompt", "Remove", "Rename"}
 
@@ -113,4 +114,36 @@ async def test_the_dashboard_has_no_serious_axe_finding_and_every_control_is_rea
                 await page.keyboard.press("Enter")
         missing = CONTRACT_BUTTONS - seen
         assert not missing, f"not reachable by keyboard: {missing}"
+        assert not w.problems, w.problems
+
+
+@pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
+async def test_the_host_changes_room_settings_from_the_dashboard(
+        redis_server: str, browser: Browser, viewport: dict[str, int]) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        room = (await create_room(stack.redis, "Settings")).room
+        w = await open_signed_in(browser, stack.served.base_url, f"/host/rooms/{room.id}", viewport=viewport,
+                                 bypass_csp=True)
+        page = w.page
+        await page.get_by_text("Room settings").click()
+        await page.get_by_label("Keypad mode").select_option("star")
+        await page.get_by_label("Confirm web raises on the phone").check()
+        await page.get_by_role("button", name="Save settings").click()
+        await expect(page.locator("#settings-outcome")).to_have_text("Settings saved.")
+        saved = await get_room(stack.redis, room.id)
+        assert (saved.keypad_mode, saved.announce_web) == ("star", True)
+        await expect(page.get_by_label("Keypad mode")).to_have_value("star")
+
+        await page.get_by_label("Lower keys").fill("*1")
+        await page.get_by_role("button", name="Save settings").click()
+        outcome = page.locator("#settings-outcome")
+        await expect(outcome).to_have_text("lower_keys and raise_keys cannot both be *1.")
+        assert (await get_room(stack.redis, room.id)).lower_keys == "*2"
+        ARTIFACTS.mkdir(exist_ok=True)
+        label = "phone-360x740" if viewport is PHONE else "laptop-1280x800"
+        await page.screenshot(path=str(ARTIFACTS / f"settings-{label}.png"), full_page=True)
+        assert await page.evaluate(OVERFLOW) <= 0
+        violations = await serious_violations(page)
+        assert violations == [], json.dumps(violations, indent=1)
         assert not w.problems, w.problems

@@ -20,7 +20,7 @@ from handraise.app import create_app
 from handraise.events import read_events
 from handraise.hooks import add_hook
 from handraise.queue import Queue
-from handraise.rooms import create_room
+from handraise.rooms import create_room, get_room
 from handraise.sim import ServedApp
 from handraise.store import Redis, client_from_url, free_port
 from handraise.tokens import create_token, revoke_token
@@ -327,3 +327,19 @@ def test_the_api_offers_every_host_action_the_dashboard_has() -> None:
 
     assert set(ROOM_ACTION_DOCS) == set(ROOM_ACTIONS)
     assert set(PARTICIPANT_ACTION_DOCS) == set(PARTICIPANT_ACTIONS)
+
+
+async def test_a_room_is_renamed_and_its_settings_changed_with_patch(redis: Redis) -> None:
+    async with api(redis) as a:
+        room = (await create_room(redis, "Patch me")).room.id
+        status, body, _ = await a.call("PATCH", f"/rooms/{room}", json={"name": "Patched",
+                                                                      "announce_web": True})
+        assert status == 200 and (body["name"], body["announce_web"]) == ("Patched", True)
+        assert (await get_room(redis, room)).announce_web is True
+        status, body, _ = await a.call("PATCH", f"/rooms/{room}", json={"announce_web": "yes"})
+        assert status == 422 and body["errors"][0]["field"] == "announce_web"  # strict: a bool
+        status, body, _ = await a.call("PATCH", f"/rooms/{room}", json={"raise_keys": "*2"})
+        assert status == 422 and "cannot both be *2" in body["detail"]
+        status, body, _ = await a.call("PATCH", f"/rooms/{room}", json={"loudness": 3})
+        assert status == 422
+        assert (await a.call("PATCH", "/rooms/rnothere", json={"name": "x"}))[0] == 404

@@ -6,6 +6,7 @@ import asyncio
 import html
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import httpx
 from webkit import PASSWORD, csrf_of, settings, signed_in
@@ -263,3 +264,33 @@ async def test_a_signed_in_host_whose_redis_is_gone_gets_a_page_saying_what_to_d
             "HX-Request": "true", "X-CSRF-Token": token})
         assert action.status_code == 503
         assert "briefly unavailable; nothing was changed" in await action.get_data(as_text=True)
+
+
+async def test_the_room_settings_form_saves_each_setting_and_refuses_a_clash_with_a_sentence(
+        redis: Redis) -> None:
+    async with signed_in(redis) as host:
+        room = (await create_room(redis, "Settings")).room
+        page = await (await host.client.get(f"/host/rooms/{room.id}")).get_data(as_text=True)
+        assert "Room settings" in page and 'id="set-keypad_mode"' in page
+        hx = host.headers(**{"HX-Request": "true"})
+        # As the browser sends it: a ticked box comes after its hidden "no".
+        saved = await host.client.post(
+            f"/host/rooms/{room.id}/settings",
+            headers={**hx, "Content-Type": "application/x-www-form-urlencoded"},
+            data=urlencode([("keypad_mode", "star"), ("announce_web", "no"), ("announce_web", "yes"),
+                            ("end_on_host_exit", "no"), ("raise_keys", "*1"), ("lower_keys", "*2")]))
+        text = await saved.get_data(as_text=True)
+        assert saved.status_code == 200 and "Settings saved." in text
+        after = await get_room(redis, room.id)
+        assert (after.keypad_mode, after.announce_web, after.end_on_host_exit) == ("star", True, False)
+        clash = await host.client.post(f"/host/rooms/{room.id}/settings", headers=hx,
+                                       form={"lower_keys": "*1"})
+        text = html.unescape(await clash.get_data(as_text=True))
+        assert "lower_keys and raise_keys cannot both be *1." in text and 'value="*1"' in text
+        assert (await get_room(redis, room.id)).lower_keys == "*2"
+        unsigned = await host.client.post(f"/host/rooms/{room.id}/settings", form={"keypad_mode": "stream"})
+        assert unsigned.status_code == 403 and (await get_room(redis, room.id)).keypad_mode == "star"
+        plain = await host.client.post(f"/host/rooms/{room.id}/settings",
+                                       form={"keypad_mode": "stream", "csrf_token": host.csrf})
+        assert "Settings saved." in await plain.get_data(as_text=True)
+        assert (await get_room(redis, room.id)).keypad_mode == "stream"
