@@ -141,13 +141,17 @@ _TAIL = WINDOW - SUB_BLOCK
 the samples of a whole window, which may begin three sub-blocks back."""
 
 
-def _series_tables() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def _series_tables() -> tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]:
     """The harmonic pairs worth checking, and for each which harmonics count.
 
     Pairs (n, m): coprime, n < m <= 8, except 2:1 and 3:2, which the ratio guard
     rejects outright. Masks, shape (pairs, 72): the first 36 columns weigh harmonics
     k = 1 .. 36 (all but n and m), the last 36 the midpoints k + 1/2 (all but those next
-    to n and m: for a low fundamental they are inside a tone's main lobe).
+    to n and m: for a low fundamental they are inside a tone's main lobe). The second
+    masks, for clipped windows, also leave out the third-order products of the pair,
+    2n - m, 2m - n, 3n, 3m, 2n + m and 2m + n.
     """
     pairs = [
         (n, m, m / n)
@@ -160,12 +164,20 @@ def _series_tables() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     n, m = table[:, :1], table[:, 1:2]
     on = (k != n) & (k != m)
     mid = on & (k != n - 1) & (k != m - 1)
-    return table, np.concatenate([on, mid], axis=1).astype(np.float64)
+    # A key loud enough to be clipped by the codec has third-order products, which fall
+    # on the series too: in a clipped window those harmonics are left out of it.
+    on_clipped = on.copy()
+    for a, b in ((2, -1), (-1, 2), (3, 0), (0, 3), (2, 1), (1, 2)):
+        on_clipped &= k != a * n + b * m
+    masks = np.concatenate([on, mid], axis=1).astype(np.float64)
+    return table, masks, np.concatenate([on_clipped, mid], axis=1).astype(np.float64)
 
 
 _HARMONICS = 36
 """Harmonics looked at: enough to reach 3.5 kHz from the lowest fundamental, 697 Hz / 7."""
-_SERIES, _SERIES_MASKS = _series_tables()
+_SERIES, _SERIES_MASKS, _SERIES_MASKS_CLIPPED = _series_tables()
+_CLIPPED = 0.9 * float(mulaw.decode(b"\x80")[0])
+"""A window with a sample this close to mu-law's largest value is taken as clipped."""
 _SERIES_INV = 1.0 / _SERIES[:, 2]
 _KK = np.concatenate([np.arange(1, _HARMONICS + 1), np.arange(1, _HARMONICS + 1) + 0.5])
 _HANN = np.hanning(WINDOW + 2)[1:-1]
@@ -842,7 +854,8 @@ def _series_powers(
         tones = min(row[round(lo * scale)], row[round(hi * scale)])
         row[: _BAND_BINS[0]] = 0.0
         row[_BAND_BINS[1] :] = 0.0
-        at = row[bins] * _SERIES_MASKS[q]
+        clipped = float(np.abs(w[i]).max()) >= _CLIPPED
+        at = row[bins] * (_SERIES_MASKS_CLIPPED if clipped else _SERIES_MASKS)[q]
         out[i] = tones, at[: _HARMONICS].sum(), at[_HARMONICS:].sum()
     return out
 

@@ -222,6 +222,17 @@ def test_a_key_at_a_harmonic_ratio_is_detected_in_noise_at_15_db_snr(
     assert presses * 0.99 <= len(found) <= presses
 
 
+@pytest.mark.parametrize("key", ALL_KEYS)
+def test_a_key_loud_enough_to_be_clipped_by_mu_law_is_detected(key: str) -> None:
+    # Both tones at 0 dBm0 overload mu-law at their peaks: the clipping's third-order
+    # products fall on the harmonic series of 4:7 and 3:7 pairs, and must not count.
+    rng = key_seed(key, 22)
+    x = synth.concat(lead_in(rng), synth.dtmf(key * 10, tone_ms=40, gap_ms=60,
+                                              level_dbm0=0.0, rng=rng))
+    assert np.abs(mulaw.decode(mulaw.encode(x))).max() >= 0.97
+    assert digits_of(x) == key * 10
+
+
 # -- streaming ----------------------------------------------------------------------
 
 
