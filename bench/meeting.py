@@ -85,6 +85,7 @@ import asyncio
 import bisect
 import contextlib
 import itertools
+import json
 import math
 import platform
 import random
@@ -138,6 +139,23 @@ def figures(values: list[float]) -> str:
 
 def id_ms(event_id: str) -> int:
     return parse_id(event_id)[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid``, from /proc (10 ms ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_pid(redis_url: str) -> int | None:
+    """The scratch redis-server of ``redis_url`` (a child of this process)."""
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    me = os.getpid()
+    for child in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+        title = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"redis-server" in title and f":{port}".encode() in title:
+            return int(child)
+    return None
 
 
 def load() -> str:
@@ -511,12 +529,23 @@ class Replay:
     lowered_unknown: int = 0  # a hand going down that the replay did not have up
     position_off: int = 0  # hand.raised whose position is not the back of the replay's queue
     hand_events: list[Event] = field(default_factory=list)
+    #: (from ms, to ms) of each participant's turns as the speaker.
+    turns: dict[str, list[list[float]]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
         queue: dict[str, int] = {}
+        speaker: str | None = None
         for e in self.events:
             ms = id_ms(e.id)
             pid = e.participant or ""
+            ended = e.type == "speaker.done" or (e.type == "participant.left"
+                                                 and e.data.get("speaker_ended"))
+            if (e.type == "speaker.called" or ended) and speaker is not None:
+                self.turns[speaker][-1][1] = ms
+                speaker = None
+            if e.type == "speaker.called":
+                speaker = pid
+                self.turns[pid].append([ms, math.inf])
 
             def down(p: str, ms: int = ms) -> None:
                 if p in queue:
@@ -559,8 +588,15 @@ class Replay:
         return self.queues[i - 1] if i else ()
 
     def was_up(self, pid: str, t0: float, t1: float) -> bool:
-        lo, hi = t0 * 1000 - 2, t1 * 1000 + 2
-        return any(a <= hi and b >= lo for a, b in self.up.get(pid, []))
+        return overlaps(self.up.get(pid, []), t0, t1)
+
+    def was_speaking(self, pid: str, t0: float, t1: float) -> bool:
+        return overlaps(self.turns.get(pid, []), t0, t1)
+
+
+def overlaps(spans: list[list[float]], t0: float, t1: float) -> bool:
+    lo, hi = t0 * 1000 - 2, t1 * 1000 + 2
+    return any(a <= hi and b >= lo for a, b in spans)
 
 
 @dataclass
@@ -625,8 +661,12 @@ async def check_room(run: Run, redis: Redis, room: Room, tally: Tally,
     accepted = [a for a in mine if a.what == "call-next" and a.ok]
     matched = sum(any(e.participant == a.pid and a.t0 * 1000 - 2 <= id_ms(e.id) <= a.t1 * 1000 + 2
                       for e in called) for a in accepted)
+    # Calling on whoever speaks already changes nothing, so no event: that is right too.
+    again = sum(not any(e.participant == a.pid and a.t0 * 1000 - 2 <= id_ms(e.id) <= a.t1 * 1000 + 2
+                        for e in called) and replay.was_speaking(a.pid, a.t0, a.t1)
+                for a in accepted)
     tally.add(call_next=sum(a.what == "call-next" for a in mine), call_next_ok=len(accepted),
-              call_next_matched=matched, speaker_called=len(called))
+              call_next_matched=matched, call_next_again=again, speaker_called=len(called))
 
     # The final queue, as the API gives it, against the replay.
     response = await run.http.get(f"{run.public}/api/v1/rooms/{room.id}/queue",
@@ -661,6 +701,22 @@ async def check_room(run: Run, redis: Redis, room: Room, tally: Tally,
                 per_change.append((changes[i].at - id_ms(e.id) / 1000) * 1000)
 
 
+async def dump(where: Path, redis: Redis, rooms: list[Room], run: Run) -> None:
+    for room in rooms:
+        data = {
+            "events": [e.to_dict() for e in await read_events(redis, room.id)],
+            "actions": [vars(a) for a in run.actions if a.room == room.id],
+            "dashboards": [[vars(m) for m in d.messages] for d in room.dashboards],
+            "webhooks": run.feed.webhooks,
+        }
+        write_json(where / f"{room.id}.json", data)
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -686,9 +742,10 @@ def print_checks(t: Tally, dashboards: bool) -> None:
           f"FIFO: final queues in raise-time order with the replay's raise times in {n['fifo']} of "
           f"{n['rooms']} rooms; {n['position_off']} hand.raised positions off the back of the "
           f"queue; {n['told_wrong']} callers told another place than their event's")
-    print(f"   {verdict(n['call_next_matched'] == n['call_next_ok'])} host turns: "
-          f"{n['call_next_ok']} of {n['call_next']} call-next accepted, {n['call_next_matched']} "
-          f"with their speaker.called ({n['speaker_called']} such events)")
+    print(f"   {verdict(n['call_next_matched'] + n['call_next_again'] == n['call_next_ok'])} host "
+          f"turns: {n['call_next_ok']} of {n['call_next']} call-next accepted, "
+          f"{n['call_next_matched']} with their speaker.called, {n['call_next_again']} calling on "
+          f"the caller already speaking ({n['speaker_called']} speaker.called events)")
     if dashboards:
         print(f"   {verdict(n['fragment_wrong'] == 0 and n['out_of_order'] == 0)} dashboards show "
               f"the replay: {n['queue_fragments']} queue fragments on {n['dashboards']} streams, "
@@ -754,10 +811,12 @@ def server_side(metrics: str) -> str:
     return f"{int(total)} voice requests: " + ", ".join(parts)
 
 
-async def scenario(title: str, redis_url: str, public: str, sim_port: int, layout: list[int],
-                   dash_per_room: int, args: argparse.Namespace, *, overflow: bool) -> None:
+async def scenario(title: str, redis_url: str, public: str, sim_port: int, app_pid: int,
+                   layout: list[int], dash_per_room: int, args: argparse.Namespace, *,
+                   overflow: bool) -> None:
     print(f"\n== {title}")
-    print(f"   load average at start: {load()}")
+    print(f"   load average at start: {load()}; handraise serve is process {app_pid}", flush=True)
+    rpid = redis_pid(redis_url)
     redis = client_from_url(redis_url)
     config = SimConfig(voice_url=public + "/voice/incoming", account_sid=ACCOUNT_SID,
                        auth_token=TOKEN, port=sim_port, media_time_scale=1.0, wait_time_scale=1.0,
@@ -795,6 +854,7 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, layou
         # The hosts first: their call starts the conference.
         await asyncio.gather(*(host_phone(run, r, f"+1555{k:03d}0000") for k, r in enumerate(rooms)))
         t_start = time.time()
+        cpu0 = (cpu_seconds(app_pid), cpu_seconds(rpid) if rpid else 0.0, time.process_time())
         run.stop_at = t_start + args.seconds + args.tail
         plan = [(r, f"+1555{k:03d}{j:04d}") for k, r in enumerate(rooms) for j in range(1, r.callers)]
         rng.shuffle(plan)
@@ -804,6 +864,8 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, layou
         tasks += [asyncio.create_task(host_api(run, r, random.Random(k))) for k, r in enumerate(rooms)]
         await asyncio.gather(*tasks)
         t_load = time.time() - t_start
+        cpu1 = (cpu_seconds(app_pid), cpu_seconds(rpid) if rpid else 0.0, time.process_time())
+        app_cpu, redis_cpu, bench_cpu = (100 * (b - a) / t_load for a, b in zip(cpu0, cpu1, strict=True))
         load_end = load()
 
         # Settle: the emulator's callback queues drained, then no webhook for a second.
@@ -825,6 +887,8 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, layou
         print(f"   ran {t_load:.0f} s: {sum(r.callers for r in rooms)} callers in {len(rooms)} "
               f"room{'s' if len(rooms) > 1 else ''} ({run.joined} reached the conference, "
               f"{run.linked} linked a companion page); load average at the end: {load_end}")
+        print(f"   CPU over the run, % of one core: app {app_cpu:.0f}, redis {redis_cpu:.0f}, "
+              f"this process (emulator and load) {bench_cpu:.0f}")
         print("   actions: " + ", ".join(f"{w} {c} {n}" for (w, c), n in sorted(counts.items())))
         refused: dict[str, int] = defaultdict(int)
         for a in run.actions:
@@ -846,6 +910,8 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, layou
         tally = Tally()
         for room in rooms:
             await check_room(run, redis, room, tally, fanout, per_change)
+        if args.dump:
+            await dump(args.dump, redis, rooms, run)
         n_dash = sum(len(r.dashboards) for r in rooms)
         print(f"   fan-out to {n_dash} dashboards (SSE arrival - the event's stream id ms)")
         print(f"   {'':<44}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
@@ -909,16 +975,16 @@ def machine() -> str:
             f"redis-server at {find_redis_server()}")
 
 
-def stack(tmp: Path, name: str) -> tuple[contextlib.ExitStack, str, str, int]:
+def stack(tmp: Path, name: str) -> tuple[contextlib.ExitStack, str, str, int, int]:
     """A fresh redis-server and handraise serve, its REST pointed at an emulator port."""
     exits = contextlib.ExitStack()
     redis_url = exits.enter_context(scratch_redis(tmp))
     sim_port = free_port()
-    public, _ = exits.enter_context(serve(
+    public, proc = exits.enter_context(serve(
         redis_url, free_port(), log_path=tmp / f"serve-{name}.log",
         env={"HANDRAISE_TWILIO_API_URL": f"http://127.0.0.1:{sim_port}",
              "HANDRAISE_EVENTS_MAXLEN": str(EVENTS_MAXLEN)}))
-    return exits, redis_url, public, sim_port
+    return exits, redis_url, public, sim_port, proc.pid
 
 
 def app_log(path: Path) -> str:
@@ -939,6 +1005,9 @@ def main(argv: Iterable[str] | None = None) -> None:
                              "needs some 25 s of prompts and PIN to get into the conference)")
     parser.add_argument("--dashboards", type=int, default=20, help="open on the big room")
     parser.add_argument("--keypad", choices=("star", "stream"), default="star")
+    parser.add_argument("--only", choices=("big", "many"), help="run one of the two scenarios")
+    parser.add_argument("--dump", type=Path, help="write the events, actions and dashboard "
+                        "messages of each room to this directory (JSON), for a closer look")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 20 callers, 3x4 rooms, 15 s + 35 s, 5 dashboards")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -960,11 +1029,14 @@ def main(argv: Iterable[str] | None = None) -> None:
                          f"{per_room - 1} participants each), {args.keypad} keypad, same timing",
                  [per_room] * n_rooms, 1, False),
             ):
+                if args.only and name != args.only:
+                    continue
                 workdir = Path(tmp) / name
                 workdir.mkdir()
-                exits, redis_url, public, sim_port = stack(workdir, name)
+                exits, redis_url, public, sim_port, app_pid = stack(workdir, name)
                 with exits:
-                    uvloop.run(scenario(title, redis_url, public, sim_port, layout, dashes, args,
+                    uvloop.run(scenario(title, redis_url, public, sim_port, app_pid, layout, dashes,
+                                        args,
                                         overflow=overflow))
                 print(app_log(workdir / f"serve-{name}.log"))
     except KeyboardInterrupt:
