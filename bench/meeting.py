@@ -50,7 +50,9 @@ What it measures:
   stream id ``<ms>-<seq>`` of the room event the fragment reflects, so arrival time minus
   that ms is the fan-out latency (one clock: same machine). Two figures: per message (the
   first message of each connection, the current state, is left out), and per hand change:
-  from the event to the first message on a stream that reflects it, over every stream.
+  from the event to the first message on a stream that reflects it, over every stream. The
+  second is the one a host sees: a stream that is slow to render skips to the newest state,
+  so its messages look fresh (the first figure) while changes wait for them.
 * **The checks**, each a PASS/FAIL line with its counts (never an assert): the room's event
   stream (``read_events``; the app keeps 1,000,000 events per room here, and the check says
   whether the stream still starts at ``room.created``) is replayed and compared with the
