@@ -302,6 +302,7 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
         pin = ["taskset", "-c", "0"] if workers == 1 else []
         with serve(redis_url, port, workers=workers, prefix=pin,
                    env={"HANDRAISE_LOG_LEVEL": "ERROR"}) as (_, proc):
+            base_rss = rss_mb(proc.pid)  # before any stream: the idle process
             t0 = time.time() + 2.0 + streams / 1000
             plan_file.write_text(json.dumps({
                 "url": url, "signature": RequestValidator(TOKEN).compute_signature(url, {}),
@@ -316,11 +317,13 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
                 await asyncio.sleep(max(0.0, t0 + warmup - time.time()))
                 c0, m0, b0 = cpu_seconds(proc.pid), rss_mb(proc.pid), unread_bytes(port)
                 w0 = time.time()
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(seconds / 2)
+                mid = rss_mb(proc.pid)
+                await asyncio.sleep(seconds / 2)
                 c1, m1, b1 = cpu_seconds(proc.pid), rss_mb(proc.pid), unread_bytes(port)
                 w1 = time.time()
                 await watcher
-                return {"cpu": c1 - c0, "wall": w1 - w0, "rss0": m0, "rss1": m1,
+                return {"cpu": c1 - c0, "wall": w1 - w0, "rss0": m0, "rss_mid": mid, "rss1": m1,
                         "backlog0": b0, "backlog1": b1}
 
             m = asyncio.run(measure())
@@ -365,8 +368,9 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
     print(f"  tone of the 1 starts -> hand in Redis: p50 {np.percentile(lat0, 50):.0f} ms, "
           f"p99 {np.percentile(lat0, 99):.0f} ms (the raise fires while the key is held, so "
           f"release -> hand is negative when it is answered before the release)")
-    print(f"  server RSS {m['rss0']:.0f} MB -> {m['rss1']:.0f} MB over the window "
-          f"({m['rss1'] * 1024 / streams:.0f} kB per stream in all)")
+    print(f"  server RSS {m['rss0']:.0f} MB -> {m['rss_mid']:.0f} MB (half-way) -> {m['rss1']:.0f} MB "
+          f"over the window ({m['rss1'] * 1024 / streams:.0f} kB per stream in all, "
+          f"{(m['rss1'] - base_rss) * 1024 / streams:.0f} kB per stream above the idle process)")
     return {"cpu": m["cpu"] / m["wall"] * 100}
 
 
