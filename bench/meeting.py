@@ -149,6 +149,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_wait_seconds(pid: int) -> float:
+    """Time the threads of ``pid`` were runnable but waited for a CPU (``schedstat``, ns)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def redis_pid(redis_url: str) -> int | None:
     """The scratch redis-server of ``redis_url`` (a child of this process)."""
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
@@ -824,7 +833,9 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, app_p
                        auth_token=TOKEN, port=sim_port, media_time_scale=1.0, wait_time_scale=1.0,
                        seed=11, background="silence")
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # cookies sent by hand
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    # Idle connections close before the server's keep-alive timeout (hypercorn's is 5 s), or a
+    # request can race the server's close and fail as a browser's would not.
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0)
     rng = random.Random(7)
     async with Simulator(config) as sim, \
             httpx.AsyncClient(limits=limits, timeout=60.0, trust_env=False, cookies=jar) as http, \
@@ -857,6 +868,7 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, app_p
         await asyncio.gather(*(host_phone(run, r, f"+1555{k:03d}0000") for k, r in enumerate(rooms)))
         t_start = time.time()
         cpu0 = (cpu_seconds(app_pid), cpu_seconds(rpid) if rpid else 0.0, time.process_time())
+        wait0 = cpu_wait_seconds(app_pid)
         run.stop_at = t_start + args.seconds + args.tail
         plan = [(r, f"+1555{k:03d}{j:04d}") for k, r in enumerate(rooms) for j in range(1, r.callers)]
         rng.shuffle(plan)
@@ -868,6 +880,7 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, app_p
         t_load = time.time() - t_start
         cpu1 = (cpu_seconds(app_pid), cpu_seconds(rpid) if rpid else 0.0, time.process_time())
         app_cpu, redis_cpu, bench_cpu = (100 * (b - a) / t_load for a, b in zip(cpu0, cpu1, strict=True))
+        app_wait = 100 * (cpu_wait_seconds(app_pid) - wait0) / t_load
         load_end = load()
 
         # Settle: the emulator's callback queues drained, then no webhook for a second.
@@ -890,7 +903,8 @@ async def scenario(title: str, redis_url: str, public: str, sim_port: int, app_p
               f"room{'s' if len(rooms) > 1 else ''} ({run.joined} reached the conference, "
               f"{run.linked} linked a companion page); load average at the end: {load_end}")
         print(f"   CPU over the run, % of one core: app {app_cpu:.0f}, redis {redis_cpu:.0f}, "
-              f"this process (emulator and load) {bench_cpu:.0f}")
+              f"this process (emulator and load) {bench_cpu:.0f}; the app was ready to run but "
+              f"waited for a CPU {app_wait:.0f} % of the time (schedstat: other processes)")
         print("   actions: " + ", ".join(f"{w} {c} {n}" for (w, c), n in sorted(counts.items())))
         refused: dict[str, int] = defaultdict(int)
         for a in run.actions:
