@@ -1004,9 +1004,14 @@ def stack(tmp: Path, name: str) -> tuple[contextlib.ExitStack, str, str, int, in
 
 
 def app_log(path: Path) -> str:
-    noted = [line for line in path.read_text(errors="replace").splitlines()
-             if " WARNING " in line or " ERROR " in line or "Traceback" in line]
-    return f"   app log: {len(noted)} warnings or errors" + (f", first: {noted[0]}" if noted else "")
+    lines = path.read_text(errors="replace").splitlines()
+    noted = [line for line in lines if " WARNING " in line or " ERROR " in line]
+    out = f"   app log: {len(noted)} warnings or errors" + (f", first: {noted[0]}" if noted else "")
+    first_error = next((i for i, line in enumerate(lines) if " ERROR " in line), None)
+    if first_error is not None:  # with its traceback
+        out += "\n   first error:\n" + "\n".join("     " + line for line in
+                                                  lines[first_error:first_error + 30])
+    return out
 
 
 def main(argv: Iterable[str] | None = None) -> None:
