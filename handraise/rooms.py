@@ -325,6 +325,9 @@ async def create_room(
     name = clean_name(name)
     values = {**default_settings(), **check_settings(settings)}
     room_id = new_id("r")
+    # Three slots, three steps (codes, room, index), in an order that is safe at every
+    # point: a code claimed for a room that never came to be leads to no room
+    # (lookup_code answers None), and a room is listed only once it exists.
     access_code = await _claim_code(redis, room_id, "participant")
     host_code = await _claim_code(redis, room_id, "host")
     pairs = [part for s in ROOM_SETTINGS for part in (s.name, s.encode(values[s.name]))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -216,6 +217,15 @@ def _arg(name: str) -> str:
     return request.args.get(name, "")
 
 
+#: Room and participant ids as this app writes them into callback URLs and labels.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _well_formed(*ids: str) -> bool:
+    """True if every id could be one of ours (else it must reach neither Redis keys nor TwiML)."""
+    return all(_ID.fullmatch(i) for i in ids)
+
+
 async def _participant_id(svc: PhoneServices, room: str, call_sid: str) -> str:
     """One participant per call, even when Twilio retries the webhook."""
     pid = new_id("p")
@@ -260,6 +270,8 @@ async def _recover(svc: PhoneServices, room_id: str, pid: str, exc: BaseExceptio
     if isinstance(exc, REDIS_ERRORS):
         svc.dirty.add(room_id)
         log.warning("room %s: redis unavailable during a call of %s: %r", room_id, pid, exc)
+    elif isinstance(exc, HandraiseError):  # e.g. removed by the host while out of the conference
+        log.info("room %s: %s: %s; back in muted", room_id, pid, exc.message)
     else:
         log.exception("room %s: webhook failed for %s", room_id, pid, exc_info=exc)
     room = _room_for_recovery(svc, room_id)
@@ -278,6 +290,11 @@ def _guarded(handler: Callable[[PhoneServices, dict[str, str]], Awaitable[Respon
     async def run() -> Response:
         svc = _svc()
         form = await _form()
+        if not _well_formed(_arg("room"), _arg("pid")):
+            # Not a URL of ours, though signed: nothing to join them to. Say so and hang up.
+            log.warning("%s: malformed room or participant id in the URL; the caller is told",
+                        request.path)
+            return _xml(twiml.apology())
         try:
             return await handler(svc, form)
         except RoomFull as exc:  # a caller the room forgot came back to a full room
@@ -577,7 +594,8 @@ async def post_announce() -> Response:
         svc = _svc()
         pin = None
         with contextlib.suppress(*REDIS_ERRORS):
-            pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
+            if _well_formed(_arg("room"), _arg("pid")):
+                pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
         return _xml(twiml.pin_reminder(pin, svc.urls.companion()))
     if _arg("msg") == "help":
         svc = _svc()
@@ -600,7 +618,10 @@ async def post_announce() -> Response:
             log.info("room %s: private note for %s expired or unknown", _arg("room"), _arg("pid"))
         return _xml(twiml.say(str(note or "")))
     n_raw = _arg("n")
-    return _xml(twiml.announcement(_arg("msg"), int(n_raw) if n_raw.isdigit() else None))
+    # ASCII digits only, and few: "²".isdigit() is true and int() refuses it; so it does
+    # 5000 digits. A place in line is a small number.
+    n = int(n_raw) if n_raw.isascii() and n_raw.isdigit() and len(n_raw) <= 6 else None
+    return _xml(twiml.announcement(_arg("msg"), n))
 
 
 # --- conference status callbacks ------------------------------------------------------------
@@ -684,8 +705,8 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
             await update_room(svc.redis, room_id, conference_sid=conference_sid, maxlen=svc.queue.maxlen)
         return
     pid = form.get("ParticipantLabel", "")
-    if not pid or not event.startswith("participant-"):
-        return
+    if not _well_formed(pid) or not event.startswith("participant-"):
+        return  # no label of ours (a label Twilio made up, or none): not our participant
     async with svc.lock(f"{room_id}:{pid}"):
         if event == "participant-leave":
             if seq is not None and not await _newer(svc, room_id, conference_sid, pid, seq):
@@ -763,6 +784,9 @@ async def post_conference_events() -> Response:
     svc = _svc()
     form = await _form()
     room_id = _arg("room")
+    if not _well_formed(room_id):
+        log.info("conference callback for a malformed room id ignored")
+        return _xml(twiml.empty())
     try:
         await _apply_callback(svc, room_id, form)
         if room_id in svc.dirty and form.get("StatusCallbackEvent") != "conference-end":
