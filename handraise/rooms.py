@@ -25,6 +25,8 @@ from .store import Redis, global_key, key
 
 KeypadMode = Literal["stream", "star"]
 KEYPAD_MODES: tuple[KeypadMode, ...] = ("stream", "star")
+UnmuteMode = Literal["direct", "consent"]
+UNMUTE_MODES: tuple[UnmuteMode, ...] = ("direct", "consent")
 Role = Literal["host", "participant"]
 
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -146,8 +148,56 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "the page alone says so)."),
     RoomSetting("raise_keys", "keys", "*1", "Raise keys", "The keys that raise a hand."),
     RoomSetting("lower_keys", "keys", "*2", "Lower keys", "The keys that lower a hand."),
+    RoomSetting("unmute", "choice", "direct", "Unmuting",
+                "direct: Call on unmutes the caller at once; consent: Call on (and Unmute) invites "
+                "them, and they go live only when they press 1 or click Go live (2 or Stay muted "
+                "declines; no answer in 15 s declines).",
+                choices=UNMUTE_MODES),
+    RoomSetting("speak_limit_s", "seconds", 0, "Speaking limit (seconds)",
+                "0: no limit. Otherwise the speaker hears a short cue 15 s before the limit and "
+                "the dashboard shows them over time at the limit.", maximum=3600),
+    RoomSetting("auto_mute", "bool", False, "Mute at the speaking limit",
+                "With a speaking limit: mute the speaker 10 s after it, with \"Time is up, thank "
+                "you.\""),
 )
 SETTINGS_BY_NAME = {s.name: s for s in ROOM_SETTINGS}
+
+
+InvitationStatus = Literal["pending", "accepted", "declined", "no_answer", "left"]
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """An invitation to speak (rooms whose ``unmute`` is ``consent``), kept in the room hash.
+
+    ``pending`` until the caller answers or ``deadline`` (ms, Redis clock) passes; then
+    ``accepted``, ``declined``, ``no_answer`` or ``left``, until the next invitation.
+    """
+
+    participant: str
+    status: InvitationStatus
+    invited_at: int
+    deadline: int
+    #: Made by "Call on next": a decline invites the next hand.
+    next: bool
+    #: When it was answered or expired (ms); None while pending.
+    answered_at: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> Invitation | None:
+        pid, status = h.get("invite_pid"), h.get("invite_status")
+        if not pid or status not in ("pending", "accepted", "declined", "no_answer", "left"):
+            return None
+        try:
+            return cls(pid, status, int(h.get("invite_at", "0")),  # type: ignore[arg-type]
+                       int(h.get("invite_deadline", "0")), h.get("invite_next") == "1",
+                       int(h["invite_answered_at"]) if h.get("invite_answered_at") else None)
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -164,6 +214,13 @@ class Room:
     conference_sid: str | None = None
     #: Whether a hand raised from the companion page is confirmed on the phone too.
     announce_web: bool = False
+    #: "direct": Call on unmutes; "consent": Call on invites (see :mod:`handraise.consent`).
+    unmute: UnmuteMode = "direct"
+    #: Speaking limit in seconds (0: none), and whether the speaker is muted after it.
+    speak_limit_s: int = 0
+    auto_mute: bool = False
+    #: The latest invitation to speak (consent rooms), kept after its answer for the host.
+    invitation: Invitation | None = None
 
     @property
     def conference_name(self) -> str:
@@ -245,7 +302,7 @@ local members = redis.call('SMEMBERS', KEYS[2])
 -- Dropping the PIN owner keys revokes the web PINs (pins.lookup_pin checks them).
 for _, pid in ipairs(members) do redis.call('DEL', ARGV[3] .. pid, ARGV[4] .. pid) end
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since', 'conference_sid')
+redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since', 'conference_sid', 'invite_pid', 'invite_status')
 redis.call('HSET', KEYS[1], 'status', 'closed')
 emit(KEYS[4], ARGV[1], {type='room.closed', room=ARGV[2], participants=#members})
 return 1
@@ -269,6 +326,7 @@ def _room_from_hash(room_id: str, h: dict[str, str]) -> Room:
         status="closed" if h.get("status") == "closed" else "open",
         created_at=int(h.get("created_at", "0")),
         conference_sid=h.get("conference_sid") or None,
+        invitation=Invitation.from_hash(h),
         **{s.name: s.decode(h.get(s.name)) for s in ROOM_SETTINGS},  # type: ignore[arg-type]
     )
 

@@ -13,6 +13,9 @@ Rules
   ``bounce_ms`` of its release.
 * Extra leading keys do not matter: ``**1`` and ``#*1`` are ``*1``.
 * Keys that cannot lead to a command are dropped (logged at debug).
+* **Answer mode** (:attr:`KeyDecoder.answering`, on while an invitation to speak waits for
+  this caller's answer): a single ``1`` or ``2`` not after a command's first key is the
+  answer (:data:`ANSWER_COMMANDS`: ``accept`` / ``decline``), whatever the room's mapping.
 * A command fires when its last key *starts* (a :class:`~handraise.dsp.dtmf.DigitStart`
   notice), so the caller is answered while still pressing; the end event of the same
   press is then ignored. Decoders fed only complete
@@ -29,12 +32,15 @@ from types import MappingProxyType
 from handraise.dsp.dtmf import DigitEvent, DigitStart
 from handraise.dsp.tones import KEYS
 
-__all__ = ["DEFAULT_COMMANDS", "KeyCommand", "KeyDecoder"]
+__all__ = ["ANSWER_COMMANDS", "DEFAULT_COMMANDS", "KeyCommand", "KeyDecoder"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMMANDS: Mapping[str, str] = MappingProxyType({"*1": "raise", "*2": "lower"})
 """Key sequence -> command name."""
+
+ANSWER_COMMANDS: Mapping[str, str] = MappingProxyType({"1": "accept", "2": "decline"})
+"""Answer mode: a single key -> the answer to an invitation to speak."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,8 @@ class KeyDecoder:
         self._buffer = ""
         self._last: _Press | None = None
         self._fired_on: _Press | None = None
+        #: Answer mode: single 1 / 2 are the answer to an invitation (set by the stream).
+        self.answering = False
 
     def reset(self) -> None:
         """Forget any partly entered sequence."""
@@ -162,6 +170,10 @@ class KeyDecoder:
         return out
 
     def _push(self, press: _Press) -> KeyCommand | None:
+        if self.answering and not self._buffer and press.digit in ANSWER_COMMANDS:
+            name = ANSWER_COMMANDS[press.digit]
+            logger.debug("keypad %s: %r -> %s (answer mode)", self.label, press.digit, name)
+            return KeyCommand(name, press.digit, press.start_ms)
         buf = self._buffer + press.digit
         for i in range(len(buf)):
             if buf[i:] in self.commands:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Quart, current_app, websocket
 
 from ..errors import HandraiseError, NotFound
-from ..events import REDIS_ERRORS
+from ..events import REDIS_ERRORS, RESET, SubscriptionLagged
 from ..rooms import get_room
 from .control import prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
@@ -69,6 +69,20 @@ TICK_S = 0.020
 __all__ = ["KeypadListener", "MediaHub", "MediaStream", "bp", "media_hub"]
 
 
+#: The events that start and end an invitation to speak (answer mode on / off).
+_INVITED, _ANSWERED = "speaker.invited", ("speaker.accepted", "speaker.declined")
+
+
+class _RoomWatch:
+    """One consent room's invitations, followed for its streams in this process."""
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        self.streams: dict[str, MediaStream] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.stopped = False
+
+
 class MediaHub:
     """The media streams of one app (process): their keypad bank and its 20 ms tick.
 
@@ -84,6 +98,59 @@ class MediaHub:
         self.finishing: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.late_ticks = 0
+        self.watches: dict[str, _RoomWatch] = {}
+
+    # --- consent rooms: answer mode follows the room's invitations ---------------------
+
+    def watch(self, stream: MediaStream) -> None:
+        """Follow ``stream``'s room's invitations (one event subscription per room)."""
+        w = self.watches.get(stream.room)
+        if w is None:
+            w = self.watches[stream.room] = _RoomWatch(stream.room)
+            w.task = asyncio.ensure_future(self._watch(w, stream.svc))
+        w.streams[stream.pid] = stream
+        stream.sync_answering()
+
+    def unwatch(self, stream: MediaStream) -> None:
+        w = self.watches.get(stream.room)
+        if w is None or w.streams.get(stream.pid) is not stream:
+            return
+        del w.streams[stream.pid]
+        if not w.streams:
+            del self.watches[stream.room]
+            w.stopped = True
+            if w.task is not None:
+                w.task.cancel()
+
+    async def _watch(self, w: _RoomWatch, svc: PhoneServices) -> None:
+        hub = svc.events
+        if hub is None:
+            return
+        delay = 0.1
+        while not w.stopped:
+            try:
+                async with hub.subscribe(w.room) as sub:
+                    delay = 0.1
+                    for stream in list(w.streams.values()):
+                        stream.sync_answering()  # whatever happened before we listened
+                    while not w.stopped:
+                        try:
+                            event = await asyncio.wait_for(sub.get(), 5.0)
+                        except TimeoutError:
+                            continue  # look at w.stopped now and then
+                        if event.type == RESET:
+                            for stream in list(w.streams.values()):
+                                stream.sync_answering()
+                        elif event.type == _INVITED or event.type in _ANSWERED:
+                            target = w.streams.get(event.participant or "")
+                            if target is not None:
+                                target.set_answering(event.type == _INVITED)
+            except SubscriptionLagged:
+                continue
+            except REDIS_ERRORS as exc:
+                log.warning("media: invitations of room %s unavailable (%r); retrying", w.room, exc)
+                await asyncio.sleep(delay)  # back-off before reconnecting
+                delay = min(delay * 2, 5.0)
 
     def join(self, stream: MediaStream, listener: KeypadListener) -> int:
         slot = self.bank.join(listener)
@@ -178,6 +245,8 @@ class MediaStream:
         self.finished = False
         self.finishing = False
         self.closed: tuple[int, str] | None = None
+        #: The room asks consent to unmute: 1 / 2 answer an invitation while one waits.
+        self.consent = False
         hub.open.add(self)
 
     @property
@@ -260,6 +329,8 @@ class MediaStream:
             self.hub.bank.push(self.slot, payload)
         self.early.clear()
         self._submit(self._record)
+        if self.consent:
+            self.hub.watch(self)
         log.info("media stream (%s): listening for keys (stream %s)", self.label,
                  start.stream_sid[-6:])
 
@@ -289,6 +360,7 @@ class MediaStream:
                             self.label, start.call_sid[-6:])
                 return None
             commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower"}
+            self.consent = room.unmute == "consent"
         return commands
 
     async def finish(self) -> None:
@@ -296,6 +368,7 @@ class MediaStream:
         if self.finished:
             return
         self.finished = True
+        self.hub.unwatch(self)
         try:
             if self.starting is not None and not self.starting.done():
                 await asyncio.wait({self.starting}, timeout=FINISH_TIMEOUT_S)
@@ -344,6 +417,21 @@ class MediaStream:
             except Exception:
                 log.exception("media stream (%s): a job failed", self.label)
 
+    def set_answering(self, on: bool) -> None:
+        """Answer mode on (an invitation waits for this caller) or off."""
+        if self.listener is not None and self.listener.decoder.answering != on:
+            self.listener.decoder.answering = on
+            log.info("media stream (%s): answer mode %s", self.label, "on" if on else "off")
+
+    def sync_answering(self) -> None:
+        """Set answer mode from the room's invitation as Redis has it now."""
+        self._submit(self._sync_answering)
+
+    async def _sync_answering(self) -> None:
+        invitation = (await get_room(self.svc.redis, self.room)).invitation
+        self.set_answering(invitation is not None and invitation.pending
+                           and invitation.participant == self.pid)
+
     async def _record(self, *, stopped: bool = False) -> None:
         listener = self.listener
         assert listener is not None
@@ -390,6 +478,15 @@ class MediaStream:
         elif command.name == "pin":
             log.info("room %s: %s asked for their web PIN again (%s)", room, pid, command.keys)
             result = await svc.host.remind_pin(room, pid)
+        elif command.name in ("accept", "decline"):
+            accept = command.name == "accept"
+            log.info("room %s: %s pressed %s to %s the invitation to speak", room, pid,
+                     command.keys, "accept" if accept else "decline")
+            result = await svc.host.answer(room, pid, accept=accept, source="keypad")
+            if result.ok and not accept:
+                result = await svc.host.announce(room, pid, "stay_muted")
+            elif not result.ok and "expired" in result.message:
+                result = await svc.host.announce(room, pid, "no_answer")
         else:
             log.debug("media stream (%s): no action for %r", self.label, command.name)
             return

@@ -27,7 +27,17 @@ ANNOUNCEMENTS: dict[str, str] = {
     "raised": "Hand raised. You are number {n} in line.",
     "muted": "You have been muted.",
     "unavailable": "Hand raising is briefly unavailable. Please stay on the line.",
+    # Consent rooms (stream keypad mode: the answer is read from the stream).
+    "invited": "The host invites you to speak. Press 1 to go live, or 2 to stay muted.",
+    "stay_muted": "You stay muted.",
+    "no_answer": "No answer, so you stay muted. Raise your hand again when you are ready.",
+    # The speaking limit: {n} is the seconds left.
+    "time_cue": "{n} seconds left.",
+    "time_up": "Time is up, thank you.",
 }
+
+#: What the star-mode invitation Gather says (the same words as the stream's announcement).
+INVITE_PROMPT = "The host invites you to speak. Press 1 to go live, or 2 to stay muted."
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,20 @@ def star_menu(action_url: str, rejoin_url: str) -> str:
     return _xml(r)
 
 
+def invite_prompt(action_url: str, timeout_s: int) -> str:
+    """Star mode, consent rooms: the caller was pulled out to answer an invitation to speak.
+
+    No answer falls through to ``action_url`` without ``Digits`` (the handler says so and
+    puts them back).
+    """
+    r = VoiceResponse()
+    g = r.gather(input="dtmf", num_digits=1, finish_on_key="", timeout=max(1, timeout_s),
+                 action=action_url, method="POST")
+    g.say(INVITE_PROMPT)
+    r.redirect(action_url, method="POST")
+    return _xml(r)
+
+
 def say_then_redirect(line: str, url: str) -> str:
     r = VoiceResponse()
     r.say(line)
@@ -296,6 +320,12 @@ class PhoneUrls:
 
     def prompt_keys(self, room: str, pid: str) -> str:
         return self._u("/voice/prompt-keys", room=room, pid=pid)
+
+    def invite(self, room: str, pid: str) -> str:
+        return self._u("/voice/invite", room=room, pid=pid)
+
+    def invite_keys(self, room: str, pid: str) -> str:
+        return self._u("/voice/invite-keys", room=room, pid=pid)
 
     def conference_events(self, room: str) -> str:
         return self._u("/voice/conference-events", room=room)
