@@ -23,6 +23,13 @@
     document.querySelectorAll("time.tick[data-since]").forEach(function (t) {
       t.textContent = clock(now - Number(t.getAttribute("data-since")));
     });
+    // An invitation's seconds left, and "over time" once a speaking limit passes.
+    document.querySelectorAll("time.countdown[data-until]").forEach(function (t) {
+      t.textContent = Math.max(0, Math.ceil((Number(t.getAttribute("data-until")) - now) / 1000)) + " s";
+    });
+    document.querySelectorAll(".over-time[data-from]").forEach(function (el) {
+      if (now >= Number(el.getAttribute("data-from"))) el.hidden = false;
+    });
   }
 
   // --- tab title and the new-hand alert ---------------------------------------------

@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
 from quart import Blueprint, Quart, Response, current_app, g, request, stream_with_context
 from quart_auth import current_user
 from quart_schema import (
@@ -280,13 +288,18 @@ async def _participant(room_id: str, pid: str) -> Participant:
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
+def _whole(value: Any) -> Any:
+    """JSON has one number type: 30.0 is the integer 30 (30.5 and "30" stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _setting_type(s: RoomSetting) -> Any:
     if s.kind == "choice":
         return Literal[s.choices]
     if s.kind == "bool":
         return bool
     if s.kind == "seconds":
-        return Annotated[int, Field(ge=0, le=s.maximum)]
+        return Annotated[int, Field(ge=0, le=s.maximum), BeforeValidator(_whole)]
     return Annotated[str, Field(pattern=r"^[*#]?[0-9A-D]$")]
 
 

@@ -120,8 +120,8 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
 @schema.hook
 def filter_body(context: Any, body: Any) -> bool:
     # Room names: the domain also refuses control and format characters (422), which JSON
-    # Schema cannot describe; leave those out of the generated bodies.
-    if context.operation.path == "/api/v1/rooms" and isinstance(body, dict) \
+    # Schema cannot describe; leave those out of the generated bodies (creating and PATCH).
+    if context.operation.path in ("/api/v1/rooms", "/api/v1/rooms/{room}") and isinstance(body, dict) \
             and isinstance(body.get("name"), str):
         try:
             clean_name(body["name"])
