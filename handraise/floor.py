@@ -32,18 +32,27 @@ from .store import Redis, global_key, key
 
 #: Rooms that may have a timer due, scored by when (ms, Redis clock).
 TIMERS_KEY = global_key("floor-timers")
+#: Pub/Sub channel: ``"<room> <participant> 1"`` when an invitation starts waiting for that
+#: caller's answer, ``… 0`` when it stops. Media streams (any process, any room, whatever
+#: the room's mode was when their call began) follow it to switch answer mode; one
+#: subscription per process. Published by the same scripts that change the invitation.
+ANSWERING_CHANNEL = global_key("floor-answering")
 
 AnswerOutcome = Literal["accepted", "declined", "expired", "none"]
 ActionKind = Literal["no_answer", "left", "cue", "over", "mute"]
 
-_HEAD = LUA_EMIT + """
+_HEAD = LUA_EMIT + f"local CHANNEL = '{ANSWERING_CHANNEL}'\n" + """
 -- KEYS 1 room, 2 participants, 3 hands, 4 events ; ARGV 1 maxlen, 2 room, 3 participant key prefix
 local function now_ms() return math.floor(now_us() / 1000) end
 local function present(pid) return redis.call('SISMEMBER', KEYS[2], pid) == 1 end
+local function answering(pid, on)
+  redis.call('PUBLISH', CHANNEL, ARGV[2] .. ' ' .. pid .. ' ' .. (on and '1' or '0'))
+end
 -- Resolve the pending invitation of pid: status, the hand it had goes down, one event each.
 local function resolve(pid, status, reason, by)
   local at = now_ms()
   redis.call('HSET', KEYS[1], 'invite_status', status, 'invite_answered_at', at)
+  answering(pid, false)
   if redis.call('ZREM', KEYS[3], pid) == 1 then
     redis.call('HDEL', ARGV[3] .. pid, 'hand_topic')
     emit(KEYS[4], ARGV[1], {type='hand.lowered', room=ARGV[2], participant=pid, by=by})
@@ -78,6 +87,7 @@ local ev = {type='speaker.invited', room=ARGV[2], participant=pid, by=ARGV[7],
 local rank = redis.call('ZRANK', KEYS[3], pid)
 if rank then ev.position = rank + 1 end
 emit(KEYS[4], ARGV[1], ev)
+answering(pid, true)
 return {'invited', deadline}
 """
 
@@ -95,6 +105,7 @@ if now_ms() >= deadline then
 end
 if ARGV[5] == 'accept' then
   redis.call('HSET', KEYS[1], 'invite_status', 'accepted', 'invite_answered_at', now_ms())
+  answering(pid, false)
   emit(KEYS[4], ARGV[1], {type='speaker.accepted', room=ARGV[2], participant=pid, source=ARGV[6]})
   return {'accepted', ''}
 end

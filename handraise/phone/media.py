@@ -6,7 +6,9 @@ held to Twilio's order (:mod:`.frames`; media frames of the usual shape take its
 path), queued in the process's :class:`~.keypad.KeypadBank`, detected there for every
 stream at once in one call per 20 ms tick (:class:`MediaHub`), turned into commands by
 the room's key mapping (:class:`~.keys.KeyDecoder`), and a command raises or lowers the
-hand (source ``keypad``) and tells the caller privately.
+hand (source ``keypad``) and tells the caller privately. While an invitation to speak
+waits for a caller (consent rooms), their decoder is in answer mode (1 / 2 answer it): the
+hub follows :data:`handraise.floor.ANSWERING_CHANNEL`, one subscription per process.
 
 :class:`MediaStream` is the protocol logic of one socket, independent of the WebSocket
 server: ``handraise serve`` runs it on the fast listener (:mod:`.fastmedia`, same port);
@@ -33,9 +35,11 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Quart, current_app, websocket
 
+from .. import floor
 from ..errors import HandraiseError, NotFound
-from ..events import REDIS_ERRORS, RESET, SubscriptionLagged
+from ..events import REDIS_ERRORS
 from ..rooms import get_room
+from ..store import Redis
 from .control import prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
 from .keypad import MAX_QUEUED, KeypadBank, KeypadListener, Outcome
@@ -69,20 +73,6 @@ TICK_S = 0.020
 __all__ = ["KeypadListener", "MediaHub", "MediaStream", "bp", "media_hub"]
 
 
-#: The events that start and end an invitation to speak (answer mode on / off).
-_INVITED, _ANSWERED = "speaker.invited", ("speaker.accepted", "speaker.declined")
-
-
-class _RoomWatch:
-    """One consent room's invitations, followed for its streams in this process."""
-
-    def __init__(self, room: str) -> None:
-        self.room = room
-        self.streams: dict[str, MediaStream] = {}
-        self.task: asyncio.Task[None] | None = None
-        self.stopped = False
-
-
 class MediaHub:
     """The media streams of one app (process): their keypad bank and its 20 ms tick.
 
@@ -98,57 +88,44 @@ class MediaHub:
         self.finishing: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.late_ticks = 0
-        self.watches: dict[str, _RoomWatch] = {}
+        #: Streams by (room, participant), for answer mode.
+        self.answering: dict[tuple[str, str], MediaStream] = {}
+        self._follower: asyncio.Task[None] | None = None
 
-    # --- consent rooms: answer mode follows the room's invitations ---------------------
+    # --- answer mode follows the invitations (floor.ANSWERING_CHANNEL) ---------------
 
     def watch(self, stream: MediaStream) -> None:
-        """Follow ``stream``'s room's invitations (one event subscription per room)."""
-        w = self.watches.get(stream.room)
-        if w is None:
-            w = self.watches[stream.room] = _RoomWatch(stream.room)
-            w.task = asyncio.ensure_future(self._watch(w, stream.svc))
-        w.streams[stream.pid] = stream
-        stream.sync_answering()
+        """Let ``stream`` hear when its caller's invitation to speak starts and stops."""
+        self.answering[(stream.room, stream.pid)] = stream
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.ensure_future(self._follow(stream.svc.redis))
 
     def unwatch(self, stream: MediaStream) -> None:
-        w = self.watches.get(stream.room)
-        if w is None or w.streams.get(stream.pid) is not stream:
-            return
-        del w.streams[stream.pid]
-        if not w.streams:
-            del self.watches[stream.room]
-            w.stopped = True
-            if w.task is not None:
-                w.task.cancel()
+        if self.answering.get((stream.room, stream.pid)) is stream:
+            del self.answering[(stream.room, stream.pid)]
 
-    async def _watch(self, w: _RoomWatch, svc: PhoneServices) -> None:
-        hub = svc.events
-        if hub is None:
-            return
+    async def _follow(self, redis: Redis) -> None:
+        """One Pub/Sub subscription per process while it has streams; resyncs after a gap."""
         delay = 0.1
-        while not w.stopped:
+        while self.answering:
             try:
-                async with hub.subscribe(w.room) as sub:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(floor.ANSWERING_CHANNEL)
                     delay = 0.1
-                    for stream in list(w.streams.values()):
+                    for stream in list(self.answering.values()):
                         stream.sync_answering()  # whatever happened before we listened
-                    while not w.stopped:
-                        try:
-                            event = await asyncio.wait_for(sub.get(), 5.0)
-                        except TimeoutError:
-                            continue  # look at w.stopped now and then
-                        if event.type == RESET:
-                            for stream in list(w.streams.values()):
-                                stream.sync_answering()
-                        elif event.type == _INVITED or event.type in _ANSWERED:
-                            target = w.streams.get(event.participant or "")
-                            if target is not None:
-                                target.set_answering(event.type == _INVITED)
-            except SubscriptionLagged:
-                continue
+                    while self.answering:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                           timeout=1.0)
+                        if message is None:
+                            continue
+                        room, _, rest = str(message["data"]).partition(" ")
+                        pid, _, on = rest.partition(" ")
+                        target = self.answering.get((room, pid))
+                        if target is not None:
+                            target.set_answering(on == "1")
             except REDIS_ERRORS as exc:
-                log.warning("media: invitations of room %s unavailable (%r); retrying", w.room, exc)
+                log.warning("media: invitations unavailable (%r); retrying", exc)
                 await asyncio.sleep(delay)  # back-off before reconnecting
                 delay = min(delay * 2, 5.0)
 
@@ -201,6 +178,8 @@ class MediaHub:
             await asyncio.wait(set(self.finishing), timeout=timeout)
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._follower is not None:
+            self._follower.cancel()
 
 
 def media_hub(app: Quart) -> MediaHub:
@@ -245,8 +224,8 @@ class MediaStream:
         self.finished = False
         self.finishing = False
         self.closed: tuple[int, str] | None = None
-        #: The room asks consent to unmute: 1 / 2 answer an invitation while one waits.
-        self.consent = False
+        #: An invitation to speak already waited for this caller when the stream began.
+        self.invited_at_start = False
         hub.open.add(self)
 
     @property
@@ -329,8 +308,9 @@ class MediaStream:
             self.hub.bank.push(self.slot, payload)
         self.early.clear()
         self._submit(self._record)
-        if self.consent:
-            self.hub.watch(self)
+        self.hub.watch(self)
+        if self.invited_at_start:
+            self.set_answering(True)
         log.info("media stream (%s): listening for keys (stream %s)", self.label,
                  start.stream_sid[-6:])
 
@@ -360,7 +340,8 @@ class MediaStream:
                             self.label, start.call_sid[-6:])
                 return None
             commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower"}
-            self.consent = room.unmute == "consent"
+            inv = room.invitation
+            self.invited_at_start = inv is not None and inv.pending and inv.participant == self.pid
         return commands
 
     async def finish(self) -> None:

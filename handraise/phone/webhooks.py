@@ -22,7 +22,7 @@ from .. import floor
 from ..app import services
 from ..config import Settings
 from ..errors import HandraiseError, NotFound
-from ..events import LUA_EMIT, REDIS_ERRORS, EventHub, encode_changes
+from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
 from ..queue import Queue, Source, mask_number
 from ..rooms import Role, Room, code_hash, get_room, list_rooms, lookup_code, new_id, update_room
@@ -94,8 +94,6 @@ class PhoneServices:
     twilio: TwilioControl
     urls: twiml.PhoneUrls
     host: HostControls
-    #: The room event fan-out (media streams of consent rooms follow invitations on it).
-    events: EventHub | None = None
     # code hash -> (room, role, expiry): lets callers in while Redis is away (degraded mode).
     code_cache: dict[str, tuple[Room, Role, float]] = field(default_factory=dict)
     room_cache: dict[str, Room] = field(default_factory=dict)
@@ -158,7 +156,6 @@ def init_phone(app: Quart) -> None:
             log.warning("HANDRAISE_PUBLIC_URL is not set: Twilio webhooks will be refused")
         svc = app.extensions["handraise_phone"] = PhoneServices(
             settings=settings, queue=core.queue, twilio=core.twilio, urls=core.urls, host=core.host,
-            events=core.hub,
         )
         if core.twilio.configured:  # without Twilio there is nobody to ask
             svc.reconciler = asyncio.create_task(

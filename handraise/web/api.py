@@ -423,11 +423,26 @@ class QueueOut(BaseModel):
     last_event_id: str
 
 
+class InvitationOut(BaseModel):
+    """The room's latest invitation to speak (consent rooms), kept after its answer."""
+
+    participant: str
+    display_name: str
+    status: Literal["pending", "accepted", "declined", "no_answer", "left"]
+    invited_at: Timestamp
+    deadline: Timestamp
+    answered_at: Timestamp | None
+    next: bool = Field(description="Made by call-next: a decline invites the next hand.")
+
+
 class SpeakerState(BaseModel):
-    """Who speaks now (null: nobody)."""
+    """Who speaks now (null: nobody), whether they are over the speaking limit, and the
+    latest invitation to speak (null: none, or not a consent room)."""
 
     room: str
     speaker: SpeakerOut | None
+    over_time: bool = Field(description="The speaker is past the room's speak_limit_s.")
+    invitation: InvitationOut | None
     last_event_id: str
 
 
@@ -736,10 +751,22 @@ async def get_queue(room: str) -> dict[str, Any]:
 @bp.get("/rooms/<id:room>/speaker")
 @validate_response(SpeakerState)
 async def get_speaker(room: str) -> dict[str, Any]:
-    """Who speaks now, and since when."""
-    await _room(room)
+    """Who speaks now, since when, over time or not, and the latest invitation to speak."""
+    r = await _room(room)
     state = await _svc().queue.snapshot(room)
-    return {"room": room, "speaker": _speaker(state), "last_event_id": state.last_event_id}
+    since, limit = state.speaker_since, r.speak_limit_s
+    inv = r.invitation
+    invitation = None
+    if inv is not None:
+        p = state.participant(inv.participant)
+        invitation = {"participant": inv.participant,
+                      "display_name": p.display_name if p else inv.participant,
+                      "status": inv.status, "invited_at": rfc3339(inv.invited_at),
+                      "deadline": rfc3339(inv.deadline), "next": inv.next,
+                      "answered_at": rfc3339(inv.answered_at) if inv.answered_at else None}
+    return {"room": room, "speaker": _speaker(state), "invitation": invitation,
+            "over_time": bool(limit and since and state.now >= since + limit * 1000),
+            "last_event_id": state.last_event_id}
 
 
 # --- the host's actions ------------------------------------------------------------------------

@@ -194,3 +194,40 @@ async def test_the_speaking_limit_cues_shows_over_time_and_auto_mutes(redis_serv
 
 async def _has(stack: Stack, room: str, kind: str) -> bool:
     return kind in await _types(stack, room)
+
+
+async def test_the_api_sets_consent_call_next_invites_and_the_speaker_shows_the_invitation(
+        redis_server: str) -> None:
+    import httpx
+
+    from handraise.tokens import create_token
+
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "API consent")
+        room = created.room.id
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(created.room.access_code, "+15550104821")
+        await stack.queue.raise_hand(room, pid, source="web")
+        secret, _ = await create_token(stack.redis, "e2e")
+        api = f"/api/v1/rooms/{room}"
+        async with httpx.AsyncClient(base_url=stack.served.base_url,
+                                     trust_env=False, timeout=20,
+                                     headers={"Authorization": f"Bearer {secret}"}) as http:
+            patched = await http.patch(api, json={"unmute": "consent", "speak_limit_s": 90.0})
+            assert patched.status_code == 200, patched.text
+            assert patched.json()["unmute"] == "consent" and patched.json()["speak_limit_s"] == 90
+            acted = await http.post(api + "/call-next")
+            assert acted.status_code == 200 and acted.json()["message"].startswith("Invited")
+            await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", text=INVITED,
+                                       timeout=15)
+            speaker = (await http.get(api + "/speaker")).json()
+            assert speaker["speaker"] is None and speaker["over_time"] is False
+            assert speaker["invitation"]["participant"] == pid
+            assert speaker["invitation"]["status"] == "pending"
+            assert speaker["invitation"]["next"] is True
+            stack.sim.press(sid, "1")
+            await until(lambda: not _muted(stack, sid))
+            speaker = (await http.get(api + "/speaker")).json()
+            assert speaker["speaker"]["participant"] == pid
+            assert speaker["invitation"]["status"] == "accepted"
