@@ -231,3 +231,20 @@ async def test_the_api_sets_consent_call_next_invites_and_the_speaker_shows_the_
             speaker = (await http.get(api + "/speaker")).json()
             assert speaker["speaker"]["participant"] == pid
             assert speaker["invitation"]["status"] == "accepted"
+
+
+async def test_star_room_go_live_on_the_page_while_the_phone_waits_in_the_gather(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        room, code = await _consent_room(stack, keypad_mode="star")
+        sid, pid = await stack.join(code, "+15550104821")
+        mark = stack.sim.events[-1].seq
+        assert (await stack.host.call_on(room, pid)).ok
+        await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=1, after=mark)
+        # The companion page's Go live (the same HostControls call its route makes).
+        result = await stack.host.answer(room, pid, accept=True, source="web")
+        assert result.ok
+        await stack.sim.wait_event("conference", call_sid=sid, event="participant-join", after=mark)
+        assert not _muted(stack, sid) and await stack.queue.speaker(room) == pid
+        assert not stack.errors()

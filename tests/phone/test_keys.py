@@ -104,3 +104,22 @@ def test_a_synthesized_star_1_inside_10_s_of_speech_is_found_exactly_once() -> N
         assert dec.feed(event) is None
     assert names(commands) == ["raise"]
     assert commands[0].at_ms == pytest.approx(4120.0, abs=10.0)
+
+
+def test_answer_mode_reads_a_bare_1_or_2_only_while_it_is_on() -> None:
+    decoder = KeyDecoder()
+    assert names(decoder.feed_all(presses(("1", 0, 100), ("2", 400, 500)))) == []
+    decoder.answering = True
+    assert names(decoder.feed_all(presses(("1", 1000, 1100)))) == ["accept"]
+    assert names(decoder.feed_all(presses(("2", 1400, 1500)))) == ["decline"]
+    # A command's own keys still mean the command: *1 is a raise, not "*" then "accept".
+    assert names(decoder.feed_all(presses(("*", 2000, 2100), ("1", 2300, 2400)))) == ["raise"]
+    decoder.answering = False
+    assert names(decoder.feed_all(presses(("1", 3000, 3100)))) == []
+
+
+def test_answer_mode_wins_over_a_room_key_of_a_bare_1() -> None:
+    decoder = KeyDecoder({"1": "raise", "2": "lower"})
+    assert names(decoder.feed_all(presses(("1", 0, 100)))) == ["raise"]
+    decoder.answering = True
+    assert names(decoder.feed_all(presses(("1", 500, 600)))) == ["accept"]
