@@ -20,8 +20,12 @@
      same job), p50/p90/p99/max, and presses answered (each counted once);
    * server RSS at the start and end of the window, and per stream.
 
+3. The Node reference, in the same run: the seed's design (``bench/node/media_ref.js``: the
+   ``ws`` server from the npm registry and a JavaScript Goertzel per stream), pinned to
+   core 0, fed by the same generator; its CPU and the ratio handraise / Node.
+
 Never asserts a time. Usage:
-  .venv/bin/python bench/media.py [--streams 250,1000] [--seconds 30] [--workers 1,2]
+  .venv/bin/python bench/media.py [--streams 250,1000] [--seconds 30] [--workers 1,2] [--no-node]
 """
 
 from __future__ import annotations
@@ -218,26 +222,87 @@ async def _setup(redis_url: str, streams: int) -> tuple[dict[str, list[str]], li
     return rooms, plan
 
 
-def bench_served(streams: int, seconds: float, workers: int, press_every: float) -> None:
+def _plan_presses(plan: list[dict[str, Any]], warmup: float, seconds: float, press_every: float) -> None:
+    """Press moments (s after the start) of each stream, none in the warm-up; seeded."""
+    rng = random.Random(5)
+    for p in plan:
+        t, presses = warmup, []
+        while True:
+            t += rng.expovariate(1.0 / press_every)
+            if t > warmup + seconds - 2.0:
+                break
+            presses.append(t)
+        p["presses"] = presses
+
+
+NODE_REF = Path(_HERE) / "node" / "media_ref.js"
+
+
+def node_available() -> str | None:
+    """Why the Node reference cannot run here, or None if it can."""
+    import shutil
+
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (Path(_HERE).parent / "node_modules" / "ws").is_dir():
+        return "the ws package is missing (npm ci)"
+    return None
+
+
+def bench_node(streams: int, seconds: float, press_every: float) -> dict[str, float]:
+    """The same load against the seed's design (bench/node/media_ref.js), pinned to core 0."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        plan: list[dict[str, Any]] = [{"sid": f"MZ{i:032x}", "call_sid": f"CA{i:032x}", "room": "r",
+                                       "pid": f"p{i}"} for i in range(streams)]
+        warmup = 4.0
+        _plan_presses(plan, warmup, seconds, press_every)
+        node = subprocess.Popen(["taskset", "-c", "0", "node", str(NODE_REF), str(port)],
+                                stdout=subprocess.PIPE, text=True, cwd=Path(_HERE).parent)
+        try:
+            assert node.stdout is not None
+            node.stdout.readline()  # {"listening": port}
+            plan_file, out_file = Path(tmp) / "plan.json", Path(tmp) / "out.json"
+            t0 = time.time() + 2.0 + streams / 1000
+            plan_file.write_text(json.dumps({
+                "url": f"ws://127.0.0.1:{port}/voice/stream", "signature": "-", "t0": t0,
+                "seconds": warmup + seconds, "streams": plan}))
+            gen = subprocess.Popen(["taskset", "-c", "1", sys.executable, __file__, "--generate",
+                                    str(plan_file), str(out_file)])
+            time.sleep(max(0.0, t0 + warmup - time.time()))
+            c0, m0, w0 = cpu_seconds(node.pid), rss_mb(node.pid), time.time()
+            time.sleep(seconds)
+            c1, m1, w1 = cpu_seconds(node.pid), rss_mb(node.pid), time.time()
+            gen.wait()
+            out = json.loads(out_file.read_text())
+        finally:
+            node.terminate()
+            tail, _ = node.communicate(timeout=10)
+    counted = json.loads(tail.strip().splitlines()[-1])
+    presses = sum(1 for r in out["releases"].values() for _, release in r if release)
+    msgs = streams / FRAME_S * (w1 - w0)
+    cpu = (c1 - c0) / (w1 - w0) * 100
+    print(f"node reference (ws + a JS Goertzel per stream), {streams:>4} streams, pinned to core 0:")
+    print(f"  server CPU {cpu:5.1f} % of a core, {(c1 - c0) / msgs * 1e6:5.2f} µs per message; "
+          f"generator sent {out['sent_rate'] / out['intended_rate'] * 100:.1f} % of intended; "
+          f"{counted['commands']['raise']} raises decoded of {presses} presses; "
+          f"RSS {m0:.0f} -> {m1:.0f} MB")
+    return {"cpu": cpu}
+
+
+def bench_served(streams: int, seconds: float, workers: int, press_every: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, scratch_redis(Path(tmp)) as redis_url:
         port = free_port()
         rooms, plan = asyncio.run(_setup(redis_url, streams))
         url = f"ws://127.0.0.1:{port}/voice/stream"
-        rng = random.Random(5)
         warmup = 4.0
-        for p in plan:  # press moments (s after the start), none in the warm-up
-            t, presses = warmup, []
-            while True:
-                t += rng.expovariate(1.0 / press_every)
-                if t > warmup + seconds - 2.0:
-                    break
-                presses.append(t)
-            p["presses"] = presses  # type: ignore[assignment]
+        _plan_presses(plan, warmup, seconds, press_every)
         plan_file = Path(tmp) / "plan.json"
         out_file = Path(tmp) / "out.json"
         pin = ["taskset", "-c", "0"] if workers == 1 else []
         with serve(redis_url, port, workers=workers, prefix=pin,
                    env={"HANDRAISE_LOG_LEVEL": "ERROR"}) as (_, proc):
+            base_rss = rss_mb(proc.pid)  # before any stream: the idle process
             t0 = time.time() + 2.0 + streams / 1000
             plan_file.write_text(json.dumps({
                 "url": url, "signature": RequestValidator(TOKEN).compute_signature(url, {}),
@@ -252,11 +317,13 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
                 await asyncio.sleep(max(0.0, t0 + warmup - time.time()))
                 c0, m0, b0 = cpu_seconds(proc.pid), rss_mb(proc.pid), unread_bytes(port)
                 w0 = time.time()
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(seconds / 2)
+                mid = rss_mb(proc.pid)
+                await asyncio.sleep(seconds / 2)
                 c1, m1, b1 = cpu_seconds(proc.pid), rss_mb(proc.pid), unread_bytes(port)
                 w1 = time.time()
                 await watcher
-                return {"cpu": c1 - c0, "wall": w1 - w0, "rss0": m0, "rss1": m1,
+                return {"cpu": c1 - c0, "wall": w1 - w0, "rss0": m0, "rss_mid": mid, "rss1": m1,
                         "backlog0": b0, "backlog1": b1}
 
             m = asyncio.run(measure())
@@ -301,8 +368,10 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
     print(f"  tone of the 1 starts -> hand in Redis: p50 {np.percentile(lat0, 50):.0f} ms, "
           f"p99 {np.percentile(lat0, 99):.0f} ms (the raise fires while the key is held, so "
           f"release -> hand is negative when it is answered before the release)")
-    print(f"  server RSS {m['rss0']:.0f} MB -> {m['rss1']:.0f} MB over the window "
-          f"({m['rss1'] * 1024 / streams:.0f} kB per stream in all)")
+    print(f"  server RSS {m['rss0']:.0f} MB -> {m['rss_mid']:.0f} MB (half-way) -> {m['rss1']:.0f} MB "
+          f"over the window ({m['rss1'] * 1024 / streams:.0f} kB per stream in all, "
+          f"{(m['rss1'] - base_rss) * 1024 / streams:.0f} kB per stream above the idle process)")
+    return {"cpu": m["cpu"] / m["wall"] * 100}
 
 
 # --- the load generator (a separate process on the other core) ----------------------
@@ -389,14 +458,25 @@ def main() -> None:
     parser.add_argument("--press-every", type=float, default=15.0,
                         help="mean seconds between presses of one caller")
     parser.add_argument("--skip-pure", action="store_true")
+    parser.add_argument("--no-node", action="store_true", help="skip the Node reference runs")
     args = parser.parse_args()
     counts = [int(x) for x in args.streams.split(",")]
     if not args.skip_pure:
         for n in counts:
             bench_pure(n)
+    ours: dict[tuple[int, int], float] = {}
     for workers in (int(x) for x in args.workers.split(",")):
         for n in counts:
-            bench_served(n, args.seconds, workers, args.press_every)
+            ours[(workers, n)] = bench_served(n, args.seconds, workers, args.press_every)["cpu"]
+    why_not = "skipped (--no-node)" if args.no_node else node_available()
+    if why_not:
+        print(f"node reference: {why_not}")
+        return
+    for n in counts:
+        node = bench_node(n, args.seconds, args.press_every)["cpu"]
+        if (1, n) in ours:
+            print(f"  {n} streams, one core: handraise serve uses {ours[(1, n)] / node:.2f}x the CPU "
+                  f"of the Node design ({ours[(1, n)]:.1f} % vs {node:.1f} %; the goal is at most 0.5x)")
 
 
 if __name__ == "__main__":

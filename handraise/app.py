@@ -16,6 +16,7 @@ from .config import Settings
 from .errors import HandraiseError
 from .events import REDIS_ERRORS, EventHub
 from .hooks import HookWorker
+from .metrics import app_metrics
 from .phone.control import FloorTiming, HostControls, TwilioControl
 from .phone.twiml import PhoneUrls
 from .queue import Queue
@@ -76,7 +77,7 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         hub = EventHub(client)
         stack.push_async_callback(hub.close)
         queue = Queue(client, maxlen=settings.events_maxlen)
-        twilio = TwilioControl(settings)
+        twilio = TwilioControl(settings, metrics=app_metrics(app))
         stack.push_async_callback(twilio.close)
         urls = PhoneUrls(settings.public_url or "http://localhost", companion_url=settings.companion_url)
         app.extensions["handraise"] = Services(
@@ -96,6 +97,10 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         # Open media streams finish first: their pending raise or announcement still
         # needs Redis and the Twilio session, which close after.
         await drain(app)
+        svc = app.extensions.get("handraise")
+        if svc is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await app_metrics(app).flush(svc.redis)  # the counts since the last flush
         app.extensions.pop("handraise", None)
         await stack.aclose()
 

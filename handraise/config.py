@@ -51,6 +51,11 @@ class Settings:
     speak_grace_s: float = 10.0
     #: How often each process looks for invitations and speaking limits that are due.
     timer_interval_s: float = 0.5
+    #: Who may read GET /metrics: "local" (this machine, not through a proxy), "host"
+    #: (a signed-in host or an API token) or "off".
+    metrics_access: str = "local"
+    #: Media messages a stream's socket gathers before the server reads it (1: each one).
+    media_read_batch: int = 1
 
     @classmethod
     def from_env(
@@ -149,8 +154,19 @@ class Settings:
                 ("timer_interval_s", "HANDRAISE_TIMER_INTERVAL", 0.5, 0.05, 10.0),
             )
         }
+        metrics_access = (get("HANDRAISE_METRICS") or "local").lower()
+        if metrics_access not in {"local", "host", "off"}:
+            raise ConfigError(
+                f"HANDRAISE_METRICS is {metrics_access!r}: it should hold {_WHAT['HANDRAISE_METRICS']}."
+            )
+        batch_raw = get("HANDRAISE_MEDIA_READ_BATCH") or "1"
+        if not batch_raw.isdigit() or not 1 <= int(batch_raw) <= 5:
+            raise ConfigError(f"HANDRAISE_MEDIA_READ_BATCH is {batch_raw!r}: it should hold "
+                              f"{_WHAT['HANDRAISE_MEDIA_READ_BATCH']}.")
         return cls(
             **timers,
+            media_read_batch=int(batch_raw),
+            metrics_access=metrics_access,
             public_url=public_url,
             redis_url=redis_url,
             data_dir=data_dir,
@@ -190,6 +206,11 @@ def _check_http_url(name: str, value: str) -> str:
 
 
 _WHAT = {
+    "HANDRAISE_MEDIA_READ_BATCH": "a whole number from 1 to 5: how many 20 ms media messages a "
+    "stream's socket gathers before the server reads them (more: less CPU, up to 20 ms more "
+    "latency each)",
+    "HANDRAISE_METRICS": "local (GET /metrics from this machine only, not through a proxy), "
+    "host (a signed-in host or an API token) or off",
     "HANDRAISE_PUBLIC_URL": "the public base URL Twilio reaches this server at, "
     "such as https://handraise.example.org (no query string)",
     "HANDRAISE_REDIS_URL": "a Redis URL such as redis://localhost:6379/0 or "

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec
@@ -31,6 +32,7 @@ from .. import floor
 from ..config import DEFAULT_TWILIO_API_URL, Settings
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
+from ..metrics import Metrics
 from ..pins import revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import Room, get_room, update_room
@@ -83,7 +85,9 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):
 class TwilioControl:
     """Outbound REST calls. Create inside a running event loop; ``await close()`` at the end."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 10.0,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self._http: AsyncTwilioHttpClient | None = None
         self._client: Client | None = None
         if settings.twilio_account_sid and settings.twilio_auth_token:
@@ -106,6 +110,15 @@ class TwilioControl:
         if self._client is None:
             return RestOutcome("failed", "Twilio is not configured (TWILIO_ACCOUNT_SID and "
                                          "TWILIO_AUTH_TOKEN), so calls cannot be controlled.")
+        started = time.perf_counter()
+        outcome = await self._call(what, call)
+        if self.metrics is not None:
+            self.metrics.observe("handraise_twilio_rest_seconds", time.perf_counter() - started,
+                                 outcome=outcome.kind)
+        return outcome
+
+    async def _call(self, what: str, call: Any) -> RestOutcome:
+        assert self._client is not None
         try:
             await call(self._client)
         except TwilioRestException as exc:

@@ -23,6 +23,7 @@ def init_web(app: Quart) -> None:
     from .api import bp as api_bp
     from .auth import bp as auth_bp
     from .host import bp as host_bp
+    from .metrics import bp as metrics_bp
     from .participant import bp as participant_bp
 
     init_security(app)
@@ -31,3 +32,4 @@ def init_web(app: Quart) -> None:
     app.register_blueprint(host_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(participant_bp)
+    app.register_blueprint(metrics_bp)

@@ -86,7 +86,7 @@ async def test_go_live_and_stay_muted_on_the_companion_page(redis_server: str, b
 @pytest.mark.parametrize("viewport", [PHONE, LAPTOP], ids=["phone", "laptop"])
 async def test_invitation_and_over_time_fit_a_phone_and_a_laptop(
         redis_server: str, browser: Browser, viewport: dict[str, int]) -> None:
-    async with phone_stack(redis_server, app_options=FAST) as stack:
+    async with phone_stack(redis_server, app_settings=FAST) as stack:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Tuesday planning call", unmute="consent",
                                     speak_limit_s=1)

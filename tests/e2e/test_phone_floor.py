@@ -113,7 +113,7 @@ async def test_stream_room_2_declines_and_call_on_next_invites_the_next_hand(red
 
 async def test_an_unanswered_invitation_is_declined_as_no_answer_and_the_next_is_invited(
         redis_server: str) -> None:
-    async with phone_stack(redis_server, app_options=FAST) as stack:
+    async with phone_stack(redis_server, app_settings=FAST) as stack:
         await stack.redis.flushall()
         room, code = await _consent_room(stack)
         a, a_pid = await stack.join(code, "+15550104821")
@@ -170,7 +170,7 @@ async def test_star_room_invitation_is_a_short_gather_and_1_puts_the_caller_back
 
 
 async def test_the_speaking_limit_cues_shows_over_time_and_auto_mutes(redis_server: str) -> None:
-    async with phone_stack(redis_server, app_options=FAST) as stack:
+    async with phone_stack(redis_server, app_settings=FAST) as stack:
         await stack.redis.flushall()
         created = await create_room(stack.redis, "Limited", speak_limit_s=2, auto_mute=True)
         room = created.room.id

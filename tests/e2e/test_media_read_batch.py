@@ -1,0 +1,35 @@
+"""HANDRAISE_MEDIA_READ_BATCH: a stream's socket read once several messages wait, in real time."""
+
+from __future__ import annotations
+
+import pytest
+from phonekit import phone_stack, until
+
+from handraise.phone.streams import keypad_checks
+from handraise.rooms import create_room
+
+pytestmark = [pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning")]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+async def test_keys_are_heard_and_the_end_of_the_stream_is_seen_with_batched_reads(
+        redis_server: str, batch: int) -> None:
+    # The emulator streams in real time: one 20 ms frame every 20 ms, as Twilio does.
+    async with phone_stack(redis_server,
+                           app_settings={"media_read_batch": batch}) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Batched reads")
+        room = created.room
+        await stack.join(created.host_code, "+15550100001", host=True)
+        sid, pid = await stack.join(room.access_code, "+15550100002")
+        stack.sim.press(sid, "*1")
+        await stack.sim.wait_event("heard", call_sid=sid, kind="announcement",
+                                   text="Hand raised. You are number 1 in line.", timeout=15)
+        assert [h.participant for h in await stack.queue.queue(room.id)] == [pid]
+        await stack.sim.hang_up(sid)
+
+        async def stopped() -> bool:
+            checks = [c for c in await keypad_checks(stack.redis, room.id) if c.participant == pid]
+            return bool(checks) and checks[0].stopped
+
+        await until(stopped, timeout=15)  # the stream's last messages were read at its close
