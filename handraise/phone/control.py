@@ -492,8 +492,6 @@ class HostControls:
         if in_gather or asked:
             # Outside the conference: the rejoin reads the mute state, so they come back live.
             await self.queue.update(room, pid, muted=False)
-            if asked:
-                await self._bring_back(room, pid)
         else:
             result = await self._set_muted(room, pid, False)
             if not result.ok:
@@ -501,6 +499,8 @@ class HostControls:
         turn = await self.queue.call_on(room, pid, by="host")
         if turn is not None and turn.previous:
             await self._set_muted(room, turn.previous, True)
+        if asked:
+            await self._bring_back(room, pid)
         if r.speak_limit_s:
             await floor.schedule(self.redis, room)
         if not in_gather and not asked:

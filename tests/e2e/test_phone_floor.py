@@ -185,11 +185,15 @@ async def test_the_speaking_limit_cues_shows_over_time_and_auto_mutes(redis_serv
         await stack.sim.wait_event("heard", call_sid=sid, kind="announcement",
                                    text="Time is up, thank you.", timeout=15)
         await until(lambda: _muted(stack, sid))
-        assert await stack.queue.speaker(room) is None
+        await until(lambda: _no_speaker(stack, room))  # Twilio first, then the turn ends
         types = await _types(stack, room)
         assert types.count("speaker.over_time") == 1 and types.count("speaker.done") == 1
         cues = [t for t in stack.sim.transcript(sid) if t.get("text") == "1 seconds left."]
         assert len(cues) == 1
+
+
+async def _no_speaker(stack: Stack, room: str) -> bool:
+    return await stack.queue.speaker(room) is None
 
 
 async def _has(stack: Stack, room: str, kind: str) -> bool:
