@@ -113,6 +113,18 @@ local nxt = resolve(pid, 'declined', 'declined', ARGV[6])
 return {'declined', nxt and '1' or ''}
 """
 
+_WITHDRAW = _HEAD + """
+-- ARGV 4 pid, 5 reason. The invitation could not reach them: it goes, their hand stays.
+if redis.call('HGET', KEYS[1], 'invite_status') ~= 'pending'
+    or redis.call('HGET', KEYS[1], 'invite_pid') ~= ARGV[4] then return 0 end
+redis.call('HDEL', KEYS[1], 'invite_pid', 'invite_status', 'invite_deadline', 'invite_at',
+  'invite_next', 'invite_answered_at')
+answering(ARGV[4], false)
+emit(KEYS[4], ARGV[1], {type='speaker.declined', room=ARGV[2], participant=ARGV[4],
+  reason=ARGV[5], next=false})
+return 1
+"""
+
 _STEP = _HEAD + """
 -- ARGV 4 warning ms, 5 grace ms. Claims what is due, once.
 -- Returns {next due ms or -1, kind, pid, flag, kind, pid, flag, ...}
@@ -256,6 +268,12 @@ async def answer(redis: Redis, room: str, pid: str, *, accept: bool, source: str
     outcome, nxt = await _run(redis, _ANSWER, room, pid, "accept" if accept else "decline",
                               source, maxlen=maxlen)
     return Answered(outcome, nxt == "1")
+
+
+async def withdraw(redis: Redis, room: str, pid: str, *, reason: str = "unreachable",
+                   maxlen: int = DEFAULT_MAXLEN) -> bool:
+    """Take back ``pid``'s pending invitation (it could not be delivered); their hand stays."""
+    return bool(await _run(redis, _WITHDRAW, room, pid, reason, maxlen=maxlen))
 
 
 async def step(redis: Redis, room: str, *, warn_s: float, grace_s: float,

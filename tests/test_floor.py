@@ -166,3 +166,15 @@ async def test_rooms_without_a_limit_or_invitation_leave_the_index(redis: Redis)
     await floor.schedule(redis, room)
     assert await floor.sweep(redis, warn_s=15, grace_s=10) == []
     assert await redis.zscore(floor.TIMERS_KEY, room) is None
+
+
+async def test_an_undelivered_invitation_is_taken_back_and_the_hand_stays(redis: Redis, room: str) -> None:
+    queue = Queue(redis)
+    a, b = await queue.join(room), await queue.join(room)
+    await queue.raise_hand(room, a, source="keypad")
+    await floor.invite(redis, room, a, timeout_s=30, next_hand=True)
+    assert await floor.withdraw(redis, room, a) is True
+    assert (await get_room(redis, room)).invitation is None
+    assert [h.participant for h in await queue.queue(room)] == [a]
+    assert (await floor.invite(redis, room, b, timeout_s=30, next_hand=False)).outcome == "invited"
+    assert await floor.withdraw(redis, room, a) is False  # not theirs any more

@@ -458,9 +458,11 @@ class HostControls:
         else:
             outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
                                                     self.urls.announce("invited"))
+        if not outcome.ok:  # not delivered: take it back, so the next one is not held up
+            await floor.withdraw(self.redis, r.id, pid, maxlen=self.queue.maxlen)
         if outcome.kind == "gone":
             return await self._gone(r.id, pid)
-        if not outcome.ok:  # the invitation stands and expires unanswered
+        if not outcome.ok:
             return ActionResult(False, outcome.message, pid)
         log.info("room %s: invited %s to speak%s", r.id, pid, " (call on next)" if next_hand else "")
         return ActionResult(True, f"Invited {p.display_name}; waiting for their answer.", pid)

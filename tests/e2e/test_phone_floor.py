@@ -252,3 +252,22 @@ async def test_star_room_go_live_on_the_page_while_the_phone_waits_in_the_gather
         await stack.sim.wait_event("conference", call_sid=sid, event="participant-join", after=mark)
         assert not _muted(stack, sid) and await stack.queue.speaker(room) == pid
         assert not stack.errors()
+
+
+async def test_an_invitation_that_cannot_reach_the_caller_is_taken_back(redis_server: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        room, code = await _consent_room(stack)
+        sid, pid = await stack.join(code, "+15550105555")
+        _, waiting = await stack.reach_prejoin(await get_room(stack.redis, room), "+15550104821")
+        await until(lambda: _has_conference(stack, room))
+        result = await stack.host.call_on(room, waiting)  # still in the pre-join window
+        assert not result.ok and "not in the conference right now" in result.message
+        assert (await get_room(stack.redis, room)).invitation is None
+        assert (await stack.host.call_on(room, pid)).ok  # nobody is held up by it
+        await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", text=INVITED,
+                                   timeout=15)
+
+
+async def _has_conference(stack: Stack, room: str) -> bool:
+    return (await get_room(stack.redis, room)).conference_sid is not None
