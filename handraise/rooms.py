@@ -154,8 +154,8 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "declines; no answer in 15 s declines).",
                 choices=UNMUTE_MODES),
     RoomSetting("speak_limit_s", "seconds", 0, "Speaking limit (seconds)",
-                "0: no limit. Otherwise the speaker hears a short cue 15 s before the limit and "
-                "the dashboard shows them over time at the limit.", maximum=3600),
+                "The speaker hears a short cue 15 s before the limit; at the limit the dashboard "
+                "and their companion page show them over time.", maximum=3600),
     RoomSetting("auto_mute", "bool", False, "Mute at the speaking limit",
                 "With a speaking limit: mute the speaker 10 s after it, with \"Time is up, thank "
                 "you.\""),

@@ -116,5 +116,11 @@ async def test_invitation_and_over_time_fit_a_phone_and_a_laptop(
         assert await w.page.evaluate(OVERFLOW) <= 0
         await page.screenshot(path=str(ARTIFACTS / f"companion-over-time-{label}.png"), full_page=True)
         assert await page.evaluate(OVERFLOW) <= 0
+        # The new settings in the dashboard's form (made from ROOM_SETTINGS).
+        await w.page.get_by_text("Room settings").click()
+        await expect(w.page.get_by_label("Unmuting")).to_have_value("consent")
+        await expect(w.page.get_by_label("Speaking limit (seconds)")).to_have_value("1")
+        await w.page.locator("#settings").screenshot(path=str(ARTIFACTS / f"settings-floor-{label}.png"))
+        assert await w.page.evaluate(OVERFLOW) <= 0
         assert not w.problems, w.problems
         assert not _muted(stack, a) and _muted(stack, b)  # no auto-mute here; b is only invited
