@@ -440,7 +440,7 @@ async def update_room(
     if not typed:
         return False
     try:
-        return bool(
+        changed = bool(
             await redis.eval(
                 _UPDATE, 2, key(room_id, "room"), key(room_id, "events"), maxlen, room_id,
                 *encode_changes(typed),
@@ -450,6 +450,11 @@ async def update_room(
         if "no such room" in str(exc):
             raise NotFound(f"There is no room {room_id!r}.") from exc
         raise
+    if changed and {"speak_limit_s", "auto_mute"} & settings.keys():
+        from . import floor  # here: floor imports this module
+
+        await floor.schedule(redis, room_id)  # a limit set mid-turn applies to this turn
+    return changed
 
 
 async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN) -> bool:

@@ -178,3 +178,19 @@ async def test_an_undelivered_invitation_is_taken_back_and_the_hand_stays(redis:
     assert [h.participant for h in await queue.queue(room)] == [a]
     assert (await floor.invite(redis, room, b, timeout_s=30, next_hand=False)).outcome == "invited"
     assert await floor.withdraw(redis, room, a) is False  # not theirs any more
+
+
+async def test_a_limit_set_during_a_turn_applies_to_that_turn(redis: Redis) -> None:
+    from handraise.rooms import update_room
+
+    room = (await create_room(redis, "Later")).room.id
+    queue = Queue(redis)
+    a = await queue.join(room)
+    await queue.call_on(room, a)
+    assert await floor.sweep(redis, warn_s=0.5, grace_s=0.3) == []
+    await update_room(redis, room, speak_limit_s=1)
+
+    async def over() -> bool:
+        return any(x.kind == "over" for x in await floor.sweep(redis, warn_s=0.5, grace_s=0.3))
+
+    await _until(over)
