@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec
 
@@ -164,6 +164,19 @@ class TwilioControl:
     async def hang_up(self, call_sid: str) -> RestOutcome:
         return await self._do(
             "hang up the call", lambda c: c.calls(call_sid).update_async(status="completed"))
+
+    async def start_stream(self, call_sid: str, url: str, *, name: str,
+                           params: Mapping[str, str]) -> RestOutcome:
+        """Fork the call's inbound audio to ``url`` (REST Streams create, TWILIO.md §1.3),
+        with the ``<Parameter>``s a TwiML ``<Start><Stream>`` would carry."""
+        numbered: dict[str, str] = {}
+        for i, (pname, value) in enumerate(params.items(), start=1):
+            numbered[f"parameter{i}_name"] = pname
+            numbered[f"parameter{i}_value"] = value
+        return await self._do(
+            "start the keypad stream",
+            lambda c: c.calls(call_sid).streams.create_async(
+                url=url, name=name, track="inbound_track", **numbered))
 
     async def call_status(self, call_sid: str) -> str | None:
         """The call's status (``in-progress``, ``completed``…), None if unknown or unreachable."""

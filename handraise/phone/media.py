@@ -20,7 +20,10 @@ Redis never stalls the reading of frames.
 Bad input is skipped with a log line and the socket stays open; only a bad signature
 (403 at the upgrade) or a stream naming no known participant is refused (close 1008).
 Every stream records the keypad self-test (:mod:`.streams`) and logs at INFO when it
-stops whether keypad tones were seen in it.
+stops whether keypad tones were seen in it. Each process also keeps a live entry per
+stream it holds (written with the self-test record, refreshed for all its streams in one
+pipeline every few seconds, removed at the stop), so that after a restart the periodic
+reconciliation can tell whose stream is gone and start it again (Twilio never reconnects).
 """
 
 from __future__ import annotations
@@ -39,15 +42,24 @@ from .. import floor
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
 from ..rooms import get_room
-from ..store import Redis
 from .control import prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
 from .keypad import MAX_QUEUED, KeypadBank, KeypadListener, Outcome
 from .keys import DEFAULT_COMMANDS, KeyCommand
 from .security import twilio_signed_websocket
-from .streams import KeypadCheck, forget_gather, last_gather, record_check
+from .streams import (
+    LIVE_REFRESH_S,
+    KeypadCheck,
+    forget_gather,
+    last_gather,
+    process_holder,
+    record_check,
+    refresh_live,
+    stream_start_facts,
+)
 
 if TYPE_CHECKING:
+    from ..store import Redis
     from .webhooks import PhoneServices
 
 #: Star 0 in the conference: hear the companion page's address and the web PIN again.
@@ -82,11 +94,14 @@ class MediaHub:
     """
 
     def __init__(self) -> None:
+        #: This process among all that hold streams (the live entries name it).
+        self.holder = process_holder()
         self.bank = KeypadBank()
         self.by_slot: dict[int, MediaStream] = {}
         self.open: set[MediaStream] = set()
         self.finishing: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self.late_ticks = 0
         #: Streams by (room, participant), for answer mode.
         self.answering: dict[tuple[str, str], MediaStream] = {}
@@ -134,6 +149,8 @@ class MediaHub:
         self.by_slot[slot] = stream
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.ensure_future(self._tick_forever())
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.ensure_future(self._refresh_forever(stream.svc.redis))
         return slot
 
     def leave(self, slot: int) -> Outcome:
@@ -170,6 +187,30 @@ class MediaHub:
                 if stream is not None:
                     stream.outcome(commands, first)
 
+    def held(self) -> dict[str, dict[str, str]]:
+        """Room -> participant -> stream sid of every stream listening in this process."""
+        held: dict[str, dict[str, str]] = {}
+        for stream in self.by_slot.values():
+            if stream.room and stream.pid and stream.reader.stream_sid:
+                held.setdefault(stream.room, {})[stream.pid] = stream.reader.stream_sid
+        return held
+
+    async def _refresh_forever(self, redis: Redis) -> None:
+        """Renew the live entries of this process's streams: one pipeline per period."""
+        failing = False
+        while self.by_slot:
+            await asyncio.sleep(LIVE_REFRESH_S)
+            held = self.held()
+            try:
+                await refresh_live(redis, held, self.holder)
+            except REDIS_ERRORS as exc:
+                if not failing:  # once per outage, not every period
+                    log.warning("media: live entries of %d streams not refreshed: redis "
+                                "unavailable (%r)", sum(map(len, held.values())), exc)
+                failing = True
+            else:
+                failing = False
+
     async def drain(self, timeout: float = FINISH_TIMEOUT_S) -> None:  # noqa: ASYNC109
         """Finish every open stream and wait for their pending jobs (at shutdown)."""
         for stream in list(self.open):
@@ -180,6 +221,8 @@ class MediaHub:
             self._ticker.cancel()
         if self._follower is not None:
             self._follower.cancel()
+        if self._refresher is not None:
+            self._refresher.cancel()
 
 
 def media_hub(app: Quart) -> MediaHub:
@@ -324,8 +367,7 @@ class MediaStream:
             return None
         commands: Mapping[str, str] = DEFAULT_COMMANDS
         try:
-            room = await get_room(self.svc.redis, self.room)
-            participant = await self.svc.queue.participant(self.room, self.pid)
+            room, participant = await stream_start_facts(self.svc.redis, self.room, self.pid)
         except (NotFound, ValueError):
             log.warning("media stream %s (%s): unknown room or participant; refused",
                         start.stream_sid[-6:], self.label)
@@ -419,7 +461,7 @@ class MediaStream:
         await record_check(self.svc.redis, self.room, KeypadCheck(
             participant=self.pid, stream=self.reader.stream_sid, frames=listener.frames,
             digits=listener.digits, tones_seen=listener.tones_seen, stopped=stopped,
-            updated_at=round(time.time(), 3)))
+            updated_at=round(time.time(), 3)), holder=self.hub.holder)
 
     async def _in_conference(self, command: KeyCommand) -> bool:
         """False for keys a ``<Gather>`` reads (pre-join window, host prompt): not ours."""

@@ -7,6 +7,18 @@ participant id, value = JSON of :class:`KeypadCheck`. It outlives the call (7 da
 operator can call in, press ``*1`` in the conference, hang up and read the answer with
 ``handraise rooms show``.
 
+**Live streams.** Twilio never reconnects a media stream, so after a restart (a deploy, a
+crash) nobody would hear the keypad of a caller already in the conference. Each process
+notes the streams it holds in ``hr:{room}:live-streams`` (field = participant id, value =
+``"<expires> <holder> <stream sid>"``), written when a stream starts listening, refreshed
+for all of a process's streams in one pipeline every :data:`LIVE_REFRESH_S`, removed when
+it stops. The periodic reconciliation starts a new stream (REST) for every in-conference
+caller of a ``stream`` room whom no live entry covers. An entry is dead once expired, or
+at once when its holder was a process of this host that is gone (a restart on the same
+machine or container resumes without waiting for the expiry; host names must tell
+machines and containers apart). Expiry is wall-clock: the hosts' clocks should agree to
+within a few seconds (NTP).
+
 **Gather marks.** Outside the conference (the pre-join window, a host prompt) a
 ``<Gather>`` reads the caller's keys, and the same tones also reach the stream. The voice
 webhooks note each Gather's end and the keys it read (``hr:{room}:gathered:<pid>``), so
@@ -18,13 +30,24 @@ Domain code: takes its Redis client, no Quart.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from ..errors import NotFound
+from ..queue import Participant, _participant
+from ..rooms import Room, _room_from_hash
 from ..store import Redis, key
 
 CHECK_TTL_S = 7 * 24 * 3600
 GATHER_TTL_S = 12 * 3600
+LIVE_REFRESH_S = 5.0
+"""How often a process refreshes the live entries of all its streams (one pipeline)."""
+LIVE_TTL_S = 15.0
+"""A live entry not refreshed for this long is dead (its process stopped or lost Redis)."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +75,42 @@ def gathered_key(room: str, pid: str) -> str:
     return key(room, "gathered", pid)
 
 
-async def record_check(redis: Redis, room: str, check: KeypadCheck) -> None:
-    """Store ``check`` (replacing the participant's previous one)."""
+_RECORD = """
+-- KEYS 1 keypad-check hash, 2 live-streams hash
+-- ARGV 1 pid, 2 check json, 3 check ttl, 4 live value ('' to release), 5 ' holder stream',
+-- 6 live key ttl. The self-test record and the stream's live entry in one step.
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+else
+  local cur = redis.call('HGET', KEYS[2], ARGV[1])
+  if cur and string.find(cur, ARGV[5], 1, true) then redis.call('HDEL', KEYS[2], ARGV[1]) end
+end
+return 1
+"""
+
+
+async def record_check(redis: Redis, room: str, check: KeypadCheck, *,
+                       holder: str | None = None) -> None:
+    """Store ``check`` (replacing the participant's previous one).
+
+    With ``holder`` (the process holding the stream), the stream's live entry is written
+    too, in the same step: set while the stream runs, removed once ``check.stopped`` (only
+    if it is still this stream's).
+    """
     name = check_key(room)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(name, check.participant, json.dumps(asdict(check)))
-        pipe.expire(name, CHECK_TTL_S)
-        await pipe.execute()
+    if holder is None:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(name, check.participant, json.dumps(asdict(check)))
+            pipe.expire(name, CHECK_TTL_S)
+            await pipe.execute()
+        return
+    value = "" if check.stopped else live_value(holder, check.stream)
+    await redis.eval(_RECORD, 2, name, live_key(room), check.participant,
+                     json.dumps(asdict(check)), CHECK_TTL_S, value,
+                     f" {holder} {check.stream}", _LIVE_KEY_TTL_S)
 
 
 async def keypad_checks(redis: Redis, room: str) -> list[KeypadCheck]:
@@ -95,3 +147,151 @@ async def forget_gather(redis: Redis, room: str, pid: str, when: float) -> None:
     raw = await redis.get(gathered_key(room, pid))
     if raw and str(raw).startswith(f"{when:.3f} "):
         await redis.set(gathered_key(room, pid), f"{when:.3f} ", ex=GATHER_TTL_S)
+
+
+# --- live streams ---------------------------------------------------------------------------
+
+_LIVE_KEY_TTL_S = int(LIVE_TTL_S * 4)
+"""The whole hash goes once no process has refreshed it for a while (room abandoned)."""
+
+
+def live_key(room: str) -> str:
+    return key(room, "live-streams")
+
+
+def process_holder() -> str:
+    """A name for this process among all that serve streams: ``host:pid:token``.
+
+    The token tells two lives of one pid apart (a container restarted as pid 1).
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def live_value(holder: str, stream: str, *, now: float | None = None,
+               ttl_s: float = LIVE_TTL_S) -> str:
+    return f"{(time.time() if now is None else now) + ttl_s:.3f} {holder} {stream}"
+
+
+@dataclass(frozen=True)
+class LiveStream:
+    """A stream some process says it holds (one entry of ``hr:{room}:live-streams``)."""
+
+    participant: str
+    holder: str
+    stream: str
+    expires_at: float
+
+
+def holder_gone(holder: str, me: str) -> bool:
+    """True if ``holder`` was a process of this host that no longer runs (or an earlier
+    life of this very process); False when it may run (another host: trust the expiry)."""
+    host, _, rest = holder.partition(":")
+    pid_raw = rest.partition(":")[0]
+    if host != me.partition(":")[0] or not pid_raw.isdigit():
+        return False
+    pid = int(pid_raw)
+    if pid == os.getpid():
+        return holder != me
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: it runs
+        return False
+    return False
+
+
+async def refresh_live(redis: Redis, held: Mapping[str, Mapping[str, str]], holder: str, *,
+                       ttl_s: float = LIVE_TTL_S) -> None:
+    """Renew the live entries of ``held`` (room -> participant -> stream sid), one round trip."""
+    if not held:
+        return
+    now = time.time()
+    async with redis.pipeline(transaction=False) as pipe:
+        for room, streams in held.items():
+            name = live_key(room)
+            pipe.hset(name, mapping={pid: live_value(holder, sid, now=now, ttl_s=ttl_s)
+                                     for pid, sid in streams.items()})
+            pipe.expire(name, _LIVE_KEY_TTL_S)
+        await pipe.execute()
+
+
+def _parse_live(pid: str, raw: str) -> LiveStream | None:
+    expires, _, rest = raw.partition(" ")
+    holder, _, stream = rest.partition(" ")
+    try:
+        return LiveStream(pid, holder, stream, float(expires))
+    except ValueError:
+        return None
+
+
+def _alive(raw: Mapping[str, str], me: str | None) -> dict[str, LiveStream]:
+    now = time.time()
+    out = {}
+    for pid, value in raw.items():
+        entry = _parse_live(pid, value)
+        if entry is None or entry.expires_at <= now:
+            continue
+        if me is not None and holder_gone(entry.holder, me):
+            continue
+        out[pid] = entry
+    return out
+
+
+async def live_streams(redis: Redis, room: str, *, me: str | None = None) -> dict[str, LiveStream]:
+    """Participant -> their live stream, for the entries that are not dead (``me``: this
+    process's holder name, to recognise gone processes of this host)."""
+    return _alive(await redis.hgetall(live_key(room)), me)
+
+
+async def stream_start_facts(redis: Redis, room_id: str, pid: str) -> tuple[Room, Participant]:
+    """The room and the participant a new stream names, in one round trip.
+
+    Raises NotFound for either, ValueError for a malformed room id.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(key(room_id, "room"))
+        pipe.hgetall(key(room_id, "p", pid))
+        room_h, p_h = await pipe.execute()
+    if not room_h:
+        raise NotFound(f"There is no room {room_id!r}.")
+    if not p_h:
+        raise NotFound(f"Participant {pid!r} is not in room {room_id!r}.")
+    return _room_from_hash(room_id, room_h), _participant(room_id, pid, p_h)
+
+
+async def streams_to_resume(redis: Redis, room: Room, *, me: str, grace_s: float
+                            ) -> list[Participant]:
+    """Callers of ``room`` (keypad mode ``stream``) in its conference with no live stream.
+
+    Only participants (hosts get no stream) with a call, in the room's running conference,
+    who dialled in at least ``grace_s`` ago (a stream just started by TwiML has had time
+    to say it is live), and whose call had a stream (a self-test record): a caller who
+    joined without one (the room was in ``star`` mode then, with ``hangupOnStar`` on their
+    Dial) is left as they are.
+    """
+    if room.keypad_mode != "stream" or not room.conference_sid:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.smembers(key(room.id, "participants"))
+        pipe.hgetall(live_key(room.id))
+        pids, raw = await pipe.execute()
+    live = _alive(raw, me)
+    pids = sorted(p for p in pids if p not in live)
+    if not pids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for pid in pids:
+            pipe.hgetall(key(room.id, "p", pid))
+            pipe.hexists(check_key(room.id), pid)
+        replies = await pipe.execute()
+    cutoff_ms = (time.time() - grace_s) * 1000
+    out = []
+    for pid, h, had_stream in zip(pids, replies[::2], replies[1::2], strict=True):
+        if not h or not had_stream:
+            continue
+        p = _participant(room.id, pid, h)
+        if (p.role == "participant" and p.call_sid and p.conference_sid == room.conference_sid
+                and p.joined_at <= cutoff_ms):
+            out.append(p)
+    return out

@@ -16,6 +16,8 @@ from twilio.twiml.voice_response import VoiceResponse
 #: Conference events we subscribe to (TWILIO.md §3.3).
 CONFERENCE_EVENTS = "start end join leave mute hold"
 CODE_DIGITS = 6
+#: The name of a caller's keypad stream (``<Start><Stream name>``, and its REST restart).
+KEYPAD_STREAM = "handraise-keys"
 MAX_CODE_ATTEMPTS = 3
 
 #: Private announcements (participant AnnounceUrl): message key -> text. ``{n}`` is a position.
@@ -131,6 +133,11 @@ def join_conference(join: ConferenceJoin, *, before: tuple[str, ...] = ()) -> st
     return _xml(r)
 
 
+def keypad_stream_params(room: str, participant: str) -> dict[str, str]:
+    """The ``<Parameter>``s of a caller's keypad stream (TwiML and REST alike)."""
+    return {"room": room, "participant": participant}
+
+
 def prejoin(
     action_url: str,
     *,
@@ -142,7 +149,7 @@ def prejoin(
     r = VoiceResponse()
     if stream_url is not None:
         start = r.start()
-        stream = start.stream(url=stream_url, name="handraise-keys", track="inbound_track")
+        stream = start.stream(url=stream_url, name=KEYPAD_STREAM, track="inbound_track")
         for name, value in (stream_params or {}).items():
             stream.parameter(name=name, value=value)
     g = r.gather(

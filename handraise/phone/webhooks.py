@@ -29,6 +29,7 @@ from ..rooms import Role, Room, code_hash, get_room, list_rooms, lookup_code, ne
 from ..store import Redis, key
 from . import twiml
 from .control import (
+    CALL_OVER,
     INVITE_MARK,
     HostControls,
     TwilioControl,
@@ -40,7 +41,7 @@ from .control import (
     set_conference,
 )
 from .security import twilio_signed
-from .streams import note_gather
+from .streams import note_gather, streams_to_resume
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ bp = Blueprint("voice", __name__, url_prefix="/voice")
 CODE_CACHE_TTL_S = 12 * 3600
 #: How long shutdown waits for a reconciliation under way before cancelling it.
 RECONCILE_STOP_S = 5.0
+#: A caller who dialled in this recently is not given a new keypad stream: the one their
+#: TwiML started may still be saying it is live.
+RESUME_GRACE_S = 5.0
+#: Per caller, at most one attempt to start a keypad stream again in this many seconds...
+RESUME_RETRY_S = 60
+#: ...or this many after one that worked (time for the new stream to say it is live; a
+#: rolling restart that takes it down again must not wait a minute).
+RESUME_SETTLE_S = 10
 CALL_MAP_TTL_S = 12 * 3600
 LEFT_FOR_GOOD = {"participant_hung_up", "conference_ended_via_api", "moderator_ended_conference",
                  "participant_add_failed"}
@@ -158,11 +167,12 @@ def init_phone(app: Quart) -> None:
             settings=settings, queue=core.queue, twilio=core.twilio, urls=core.urls, host=core.host,
         )
         if core.twilio.configured:  # without Twilio there is nobody to ask
+            from .media import media_hub
+
             svc.reconciler = asyncio.create_task(
-                _reconcile_forever(svc, settings.reconcile_interval_s))
+                _reconcile_forever(svc, settings.reconcile_interval_s, media_hub(app).holder))
         svc.sweeper = asyncio.create_task(_sweep_forever(svc, settings.timer_interval_s))
 
-    @app.after_serving
     async def stop_phone() -> None:
         svc: PhoneServices | None = app.extensions.pop("handraise_phone", None)
         if svc is not None and svc.sweeper is not None:
@@ -176,9 +186,15 @@ def init_phone(app: Quart) -> None:
             try:
                 await asyncio.wait_for(asyncio.shield(svc.reconciler), RECONCILE_STOP_S)
             except TimeoutError:  # a reconciliation still talking to Twilio: cut it short
+                log.info("stopping: the reconciliation under way was cut short after %.0f s",
+                         RECONCILE_STOP_S)
                 svc.reconciler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await svc.reconciler
+
+    # First of the shut-down steps: a reconciliation under way uses Redis and the Twilio
+    # session, which the core services' shut-down (registered before this) closes.
+    app.after_serving_funcs.insert(0, stop_phone)
 
 
 def host_controls(app: Quart) -> HostControls:
@@ -345,7 +361,7 @@ async def post_incoming() -> Response:
         stream = svc.urls.media_stream() if room.keypad_mode == "stream" else None
         return _xml(twiml.prejoin(svc.urls.prejoin(room.id, pid), raise_keys=room.raise_keys,
                                   stream_url=stream,
-                                  stream_params={"room": room.id, "participant": pid}))
+                                  stream_params=twiml.keypad_stream_params(room.id, pid)))
     except Exception as exc:  # Twilio must always get TwiML
         if isinstance(exc, REDIS_ERRORS):
             svc.dirty.add(room.id)
@@ -696,7 +712,8 @@ async def post_conference_events() -> Response:
 # --- periodic reconciliation ------------------------------------------------------------------
 
 
-async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0) -> int:
+async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0,
+                          rooms: list[Room] | None = None) -> int:
     """Reconcile with Twilio each open room that has callers outside its conference, or that
     Redis missed changes of; returns how many rooms were reconciled.
 
@@ -705,7 +722,7 @@ async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0) -> int:
     room and period does the work (a short Redis claim), not every process.
     """
     done = 0
-    for room in await list_rooms(svc.redis):
+    for room in await list_rooms(svc.redis) if rooms is None else rooms:
         try:
             if room.id not in svc.dirty and not await svc.host.has_outsiders(room.id):
                 continue
@@ -726,17 +743,72 @@ async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0) -> int:
     return done
 
 
-async def _reconcile_forever(svc: PhoneServices, interval_s: float) -> None:
-    while not svc.stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(svc.stopping.wait(), interval_s)  # the timer shutdown ends
-            return
+async def resume_streams(svc: PhoneServices, *, me: str, rooms: list[Room] | None = None,
+                         grace_s: float = RESUME_GRACE_S) -> int:
+    """Start a new keypad stream (Twilio REST) for each in-conference caller of a ``stream``
+    room whose stream is live in no process; returns how many were started.
+
+    Twilio does not reconnect a media stream: after a restart (a deploy, a crash) this is
+    what brings back in-call keypad detection for callers already in the conference. A
+    short claim per caller keeps two processes from starting one caller's stream twice,
+    and a failing start from being retried more than once per :data:`RESUME_RETRY_S`.
+    ``me`` is this process's holder name (:func:`.streams.process_holder`).
+    """
+    started = 0
+    for room in await list_rooms(svc.redis) if rooms is None else rooms:
+        if svc.stopping.is_set():
+            break
         try:
-            await reconcile_rooms(svc, claim_s=interval_s * 0.8)
+            callers = await streams_to_resume(svc.redis, room, me=me, grace_s=grace_s)
+            for p in callers:
+                assert p.call_sid is not None
+                claim = key(room.id, "resuming", p.id)
+                if svc.stopping.is_set() or not await svc.redis.set(claim, me, nx=True,
+                                                                    ex=RESUME_RETRY_S):
+                    continue
+                outcome = await svc.twilio.start_stream(
+                    p.call_sid, svc.urls.media_stream(), name=twiml.KEYPAD_STREAM,
+                    params=twiml.keypad_stream_params(room.id, p.id))
+                if outcome.ok:
+                    await svc.redis.expire(claim, RESUME_SETTLE_S)
+                    started += 1
+                    log.info("room %s: %s had no live keypad stream (call %s); started a new one",
+                             room.id, p.id, p.call_sid[-6:])
+                elif (outcome.kind == "gone"
+                      or await svc.twilio.call_status(p.call_sid) in CALL_OVER):
+                    # Hung up while no process listened (after a crash, its callback was
+                    # lost): the room lets them go, as the reconciliation would.
+                    await forget_participant(svc.queue, room.id, p.id, reason="gone")
+                    log.info("room %s: %s's call %s is over; removed, no keypad stream to "
+                             "resume", room.id, p.id, p.call_sid[-6:])
+                else:
+                    log.warning("room %s: could not resume the keypad stream of %s: %s",
+                                room.id, p.id, outcome.message)
+        except REDIS_ERRORS:
+            raise
+        except Exception:  # one room's trouble must not stop the others
+            log.exception("room %s: resuming keypad streams failed", room.id)
+    return started
+
+
+async def _reconcile_forever(svc: PhoneServices, interval_s: float, me: str) -> None:
+    first = True
+    while not svc.stopping.is_set():
+        if not first:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(svc.stopping.wait(), interval_s)  # the timer shutdown ends
+                return
+        try:
+            rooms = await list_rooms(svc.redis)
+            if not first:
+                await reconcile_rooms(svc, claim_s=interval_s * 0.8, rooms=rooms)
+            # At start-up too: streams that died with the previous process come back now.
+            await resume_streams(svc, me=me, rooms=rooms)
         except REDIS_ERRORS as exc:
             log.warning("periodic reconciliation: redis unavailable: %r", exc)
         except Exception:
             log.exception("periodic reconciliation failed")
+        first = False
 
 
 # --- the floor's sweep ---------------------------------------------------------------------------

@@ -238,6 +238,10 @@ def rest_blueprint(engine: Engine) -> Blueprint:
         url = params.get("Url")
         if not url:
             raise RestError(400, 20001, "Missing required parameter Url in the post body")
+        if not engine.is_live(call):
+            # 21220 "a realtime operation on a Call that was not in-progress" [the code for
+            # Streams specifically is UNCONFIRMED]: no stream for a call that has ended.
+            raise RestError(400, 21220, "Call is not in-progress. Cannot create a stream.")
         custom = {}
         for i in range(1, 100):
             name = params.get(f"Parameter{i}.Name")

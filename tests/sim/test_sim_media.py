@@ -6,6 +6,7 @@ import asyncio
 import base64
 
 import numpy as np
+import pytest
 from simkit import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -16,6 +17,7 @@ from simkit import (
     stream_audio,
     until,
 )
+from twilio.base.exceptions import TwilioRestException
 
 from handraise.sim import Simulator
 from handraise.sim.client import emulator_client
@@ -162,3 +164,17 @@ async def test_speech_is_audible_in_the_stream(twiml_app: TwimlApp, sim: Simulat
     await sim.hang_up(sid)
     loud = stream_audio(twiml_app.sockets[0])
     assert np.sqrt(np.mean(quiet**2)) < 0.01 < np.sqrt(np.mean(loud**2))
+
+
+async def test_a_rest_stream_on_a_call_that_has_ended_is_refused(
+        twiml_app: TwimlApp, sim: Simulator) -> None:
+    twiml_app.routes["/voice"] = lambda p: '<Response><Gather timeout="30"/></Response>'
+    sid = sim.place_call()
+    await sim.wait_event("gather-start", call_sid=sid)
+    await sim.hang_up(sid)
+    client = emulator_client(sim.base_url, ACCOUNT_SID, AUTH_TOKEN)
+    ws = twiml_app.url.replace("http", "ws")
+    with pytest.raises(TwilioRestException) as refused:
+        await asyncio.to_thread(client.calls(sid).streams.create, url=f"{ws}/ws/late")
+    assert (refused.value.status, refused.value.code) == (400, 21220)
+    assert twiml_app.sockets == []  # nothing was streamed for it
