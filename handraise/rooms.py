@@ -153,6 +153,11 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "them, and they go live only when they press 1 or click Go live (2 or Stay muted "
                 "declines; no answer in 15 s declines).",
                 choices=UNMUTE_MODES),
+    RoomSetting("accept_keys", "keys", "1", "Go-live key",
+                "Consent rooms: the key that accepts an invitation to speak (it counts only "
+                "while the caller's invitation waits)."),
+    RoomSetting("decline_keys", "keys", "2", "Stay-muted key",
+                "Consent rooms: the key that declines an invitation to speak."),
     RoomSetting("speak_limit_s", "seconds", 0, "Speaking limit (seconds)",
                 "The speaker hears a short cue 15 s before the limit; at the limit the dashboard "
                 "and their companion page show them over time.", maximum=3600),
@@ -216,6 +221,9 @@ class Room:
     announce_web: bool = False
     #: "direct": Call on unmutes; "consent": Call on invites (see :mod:`handraise.consent`).
     unmute: UnmuteMode = "direct"
+    #: Consent rooms: the keys that answer an invitation (read only while one waits).
+    accept_keys: str = "1"
+    decline_keys: str = "2"
     #: Speaking limit in seconds (0: none), and whether the speaker is muted after it.
     speak_limit_s: int = 0
     auto_mute: bool = False

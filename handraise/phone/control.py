@@ -469,8 +469,8 @@ class HostControls:
             if not outcome.ok:
                 await self.redis.delete(prompting_key(r.id, pid))
         else:
-            outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
-                                                    self.urls.announce("invited"))
+            outcome = await self.twilio.announce_to(
+                r.conference_sid, self._who(p), self.urls.announce_invite(r.accept_keys, r.decline_keys))
         if not outcome.ok:  # not delivered: take it back, so the next one is not held up
             await floor.withdraw(self.redis, r.id, pid, maxlen=self.queue.maxlen)
         if outcome.kind == "gone":

@@ -45,7 +45,7 @@ from ..rooms import get_room
 from .control import prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
 from .keypad import MAX_QUEUED, KeypadBank, KeypadListener, Outcome
-from .keys import DEFAULT_COMMANDS, KeyCommand
+from .keys import ANSWER_COMMANDS, DEFAULT_COMMANDS, KeyCommand
 from .security import twilio_signed_websocket
 from .streams import (
     LIVE_REFRESH_S,
@@ -269,6 +269,8 @@ class MediaStream:
         self.closed: tuple[int, str] | None = None
         #: An invitation to speak already waited for this caller when the stream began.
         self.invited_at_start = False
+        #: Answer mode's keys (the room's accept_keys / decline_keys).
+        self.answers: Mapping[str, str] = ANSWER_COMMANDS
         hub.open.add(self)
 
     @property
@@ -345,7 +347,7 @@ class MediaStream:
             return
         # Even if the stream stopped while the check ran: finish() waits for this, then
         # detects what came before the stop.
-        self.listener = KeypadListener(commands, label=self.label)
+        self.listener = KeypadListener(commands, label=self.label, answers=self.answers)
         self.slot = self.hub.join(self, self.listener)
         for payload in self.early:
             self.hub.bank.push(self.slot, payload)
@@ -384,6 +386,7 @@ class MediaStream:
             commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower"}
             inv = room.invitation
             self.invited_at_start = inv is not None and inv.pending and inv.participant == self.pid
+            self.answers = {room.accept_keys: "accept", room.decline_keys: "decline"}
         return commands
 
     async def finish(self) -> None:

@@ -29,8 +29,8 @@ ANNOUNCEMENTS: dict[str, str] = {
     "raised": "Hand raised. You are number {n} in line.",
     "muted": "You have been muted.",
     "unavailable": "Hand raising is briefly unavailable. Please stay on the line.",
-    # Consent rooms (stream keypad mode: the answer is read from the stream).
-    "invited": "The host invites you to speak. Press 1 to go live, or 2 to stay muted.",
+    # Consent rooms (stream keypad mode: the answer is read from the stream); "invited"
+    # itself is :func:`invite_line`, with the room's keys.
     "stay_muted": "You stay muted.",
     "no_answer": "No answer, so you stay muted. Raise your hand again when you are ready.",
     # The speaking limit: {n} is the seconds left.
@@ -38,8 +38,10 @@ ANNOUNCEMENTS: dict[str, str] = {
     "time_up": "Time is up, thank you.",
 }
 
-#: What the star-mode invitation Gather says (the same words as the stream's announcement).
-INVITE_PROMPT = "The host invites you to speak. Press 1 to go live, or 2 to stay muted."
+def invite_line(accept_keys: str = "1", decline_keys: str = "2") -> str:
+    """What an invited caller hears (the stream's announcement and the star-mode Gather)."""
+    return (f"The host invites you to speak. Press {_spoken_keys(accept_keys)} to go live, "
+            f"or {_spoken_keys(decline_keys)} to stay muted.")
 
 
 @dataclass(frozen=True)
@@ -231,16 +233,17 @@ def star_menu(action_url: str, rejoin_url: str) -> str:
     return _xml(r)
 
 
-def invite_prompt(action_url: str, timeout_s: int) -> str:
+def invite_prompt(action_url: str, timeout_s: int, *, accept_keys: str = "1",
+                  decline_keys: str = "2") -> str:
     """Star mode, consent rooms: the caller was pulled out to answer an invitation to speak.
 
     No answer falls through to ``action_url`` without ``Digits`` (the handler says so and
     puts them back).
     """
     r = VoiceResponse()
-    g = r.gather(input="dtmf", num_digits=1, finish_on_key="", timeout=max(1, timeout_s),
-                 action=action_url, method="POST")
-    g.say(INVITE_PROMPT)
+    g = r.gather(input="dtmf", num_digits=max(len(accept_keys), len(decline_keys)),
+                 finish_on_key="", timeout=max(1, timeout_s), action=action_url, method="POST")
+    g.say(invite_line(accept_keys, decline_keys))
     r.redirect(action_url, method="POST")
     return _xml(r)
 
@@ -270,6 +273,13 @@ def wait_music() -> str:
     r = VoiceResponse()
     r.say("Please wait. The meeting will start when the host joins.")
     r.pause(length=20)
+    return _xml(r)
+
+
+def say_only(line: str) -> str:
+    """An announcement document of one line (Say only, as AnnounceUrl allows)."""
+    r = VoiceResponse()
+    r.say(line)
     return _xml(r)
 
 
@@ -342,6 +352,10 @@ class PhoneUrls:
 
     def announce(self, key: str, n: int | None = None) -> str:
         return self._u("/voice/announce", msg=key, n=n)
+
+    def announce_invite(self, accept_keys: str, decline_keys: str) -> str:
+        """The private invitation to speak, naming the room's answer keys."""
+        return self._u("/voice/announce", msg="invited", accept=accept_keys, decline=decline_keys)
 
     def media_stream(self) -> str:
         """The Media Streams WebSocket (served by phone/media.py): wss, no query (§1.2)."""

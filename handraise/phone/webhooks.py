@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -497,25 +498,28 @@ async def _prompt_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
 async def _invite(svc: PhoneServices, form: dict[str, str]) -> Response:
     """Star mode, consent rooms: the invitation to speak (REST redirect target), then back in."""
     room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
     timeout = max(1, round(svc.host.timing.invite_timeout_s) - 5)  # the prompt takes ~5 s
-    return _xml(twiml.invite_prompt(svc.urls.invite_keys(room_id, pid), timeout))
+    return _xml(twiml.invite_prompt(svc.urls.invite_keys(room_id, pid), timeout,
+                                    accept_keys=room.accept_keys, decline_keys=room.decline_keys))
 
 
 async def _invite_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
     """The key answered to the invitation (1 go live, 2 stay muted; none: no answer)."""
     room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
     digits = form.get("Digits", "")
     rejoin = svc.urls.rejoin(room_id, pid)
-    if digits not in ("1", "2"):
-        # No answer (or another key): it stands until its deadline, which declines it.
+    if digits not in (room.accept_keys, room.decline_keys):
+        # No answer: it stands until its deadline, which declines it. Another key: declined.
         line = "No answer, so you stay muted." if not digits else \
-            "That was not 1 or 2, so you stay muted."
+            "That was not a yes, so you stay muted."
         if digits:
             await svc.host.answer(room_id, pid, accept=False, source="keypad", in_gather=True)
         return _xml(twiml.say_then_redirect(line, rejoin))
-    result = await svc.host.answer(room_id, pid, accept=digits == "1", source="keypad",
-                                   in_gather=True)
-    if digits == "1" and result.ok:
+    accept = digits == room.accept_keys
+    result = await svc.host.answer(room_id, pid, accept=accept, source="keypad", in_gather=True)
+    if accept and result.ok:
         line = twiml.ANNOUNCEMENTS["live"]
     elif result.ok:
         line = "You stay muted."
@@ -556,6 +560,10 @@ async def post_announce() -> Response:
         with contextlib.suppress(*REDIS_ERRORS):
             pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
         return _xml(twiml.pin_reminder(pin, svc.urls.companion()))
+    if _arg("msg") == "invited":
+        keys = [k if re.fullmatch(r"[*#]?[0-9A-D]", k) else d
+                for k, d in ((_arg("accept"), "1"), (_arg("decline"), "2"))]
+        return _xml(twiml.say_only(twiml.invite_line(*keys)))
     n_raw = _arg("n")
     return _xml(twiml.announcement(_arg("msg"), int(n_raw) if n_raw.isdigit() else None))
 

@@ -192,6 +192,10 @@ async def test_the_speaking_limit_cues_shows_over_time_and_auto_mutes(redis_serv
         assert len(cues) == 1
 
 
+async def _speaker_is(stack: Stack, room: str, pid: str) -> bool:
+    return await stack.queue.speaker(room) == pid
+
+
 async def _no_speaker(stack: Stack, room: str) -> bool:
     return await stack.queue.speaker(room) is None
 
@@ -231,7 +235,7 @@ async def test_the_api_sets_consent_call_next_invites_and_the_speaker_shows_the_
             assert speaker["invitation"]["status"] == "pending"
             assert speaker["invitation"]["next"] is True
             stack.sim.press(sid, "1")
-            await until(lambda: not _muted(stack, sid))
+            await until(lambda: _speaker_is(stack, room, pid))
             speaker = (await http.get(api + "/speaker")).json()
             assert speaker["speaker"]["participant"] == pid
             assert speaker["invitation"]["status"] == "accepted"
@@ -271,3 +275,26 @@ async def test_an_invitation_that_cannot_reach_the_caller_is_taken_back(redis_se
 
 async def _has_conference(stack: Stack, room: str) -> bool:
     return (await get_room(stack.redis, room)).conference_sid is not None
+
+
+@pytest.mark.parametrize("mode", ["stream", "star"])
+async def test_a_room_chooses_its_own_answer_keys(redis_server: str, mode: str) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        room, code = await _consent_room(stack, keypad_mode=mode, accept_keys="*7",
+                                         decline_keys="8")
+        sid, pid = await stack.join(code, "+15550104821")
+        mark = stack.sim.events[-1].seq
+        assert (await stack.host.call_on(room, pid)).ok
+        line = "The host invites you to speak. Press star 7 to go live, or 8 to stay muted."
+        if mode == "stream":
+            await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", text=line,
+                                       timeout=15)
+            stack.sim.press(sid, "1")  # the default key means nothing here
+        else:
+            await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2, after=mark)
+            assert line in stack.said(sid)
+        stack.sim.press(sid, "*7")
+        await until(lambda: stack.sim.state(sid).get("conference") and not _muted(stack, sid))
+        await until(lambda: _speaker_is(stack, room, pid))  # Twilio first, then the turn
+        assert (await _types(stack, room)).count("speaker.accepted") == 1

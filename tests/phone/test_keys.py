@@ -123,3 +123,12 @@ def test_answer_mode_wins_over_a_room_key_of_a_bare_1() -> None:
     assert names(decoder.feed_all(presses(("1", 0, 100)))) == ["raise"]
     decoder.answering = True
     assert names(decoder.feed_all(presses(("1", 500, 600)))) == ["accept"]
+
+
+def test_answer_mode_takes_the_rooms_own_answer_keys() -> None:
+    decoder = KeyDecoder(answers={"*7": "accept", "8": "decline"})
+    decoder.answering = True
+    assert names(decoder.feed_all(presses(("1", 0, 100)))) == []
+    assert names(decoder.feed_all(presses(("*", 400, 500), ("7", 700, 800)))) == ["accept"]
+    assert names(decoder.feed_all(presses(("*", 1400, 1500), ("1", 1700, 1800)))) == ["raise"]
+    assert names(decoder.feed_all(presses(("8", 2400, 2500)))) == ["decline"]
