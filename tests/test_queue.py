@@ -11,7 +11,7 @@ from handraise.errors import Invalid, NotFound
 from handraise.events import Event, read_events
 from handraise.queue import Queue, Turn, mask_number
 from handraise.rooms import close_room, create_room
-from handraise.store import Redis
+from handraise.store import Redis, client_from_url
 
 
 @pytest.fixture
@@ -195,10 +195,11 @@ async def test_unknown_source_is_refused(queue: Queue, room: str) -> None:
 
 
 async def test_200_concurrent_raises_and_lowers_from_phone_and_web_stay_consistent(
-    redis: Redis, room: str
+    redis: Redis, redis_url: str, room: str
 ) -> None:
     # Two separate clients play the phone and web channels, as two processes would.
-    phone_q, web_q = Queue(redis), Queue(redis.__class__(connection_pool=redis.connection_pool))
+    web_client = client_from_url(redis_url)
+    phone_q, web_q = Queue(redis), Queue(web_client)
     people = [await phone_q.join(room) for _ in range(20)]
     mark = (await events_of(redis, room))[-1].id
     effective = {"raise": 0, "lower": 0}
@@ -214,7 +215,10 @@ async def test_200_concurrent_raises_and_lowers_from_phone_and_web_stay_consiste
                 lowered = await q.lower_hand(room, pid, by=source)  # type: ignore[arg-type]
                 effective["lower"] += lowered
 
-    await asyncio.gather(channel(phone_q, 1, "keypad"), channel(web_q, 2, "web"))
+    try:
+        await asyncio.gather(channel(phone_q, 1, "keypad"), channel(web_q, 2, "web"))
+    finally:
+        await web_client.aclose()
 
     events = await events_of(redis, room, mark)
     assert sum(e.type == "hand.raised" for e in events) == effective["raise"]

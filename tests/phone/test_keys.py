@@ -132,3 +132,22 @@ def test_answer_mode_takes_the_rooms_own_answer_keys() -> None:
     assert names(decoder.feed_all(presses(("*", 400, 500), ("7", 700, 800)))) == ["accept"]
     assert names(decoder.feed_all(presses(("*", 1400, 1500), ("1", 1700, 1800)))) == ["raise"]
     assert names(decoder.feed_all(presses(("8", 2400, 2500)))) == ["decline"]
+
+
+def test_a_rooms_keys_make_one_table_for_participants_and_another_for_the_host() -> None:
+    from handraise.phone.keys import HOST_ONLY, room_commands, star_digits
+    from handraise.rooms import default_settings
+
+    keys = {name: str(v) for name, v in default_settings().items() if name.endswith("_keys")}
+    participant = room_commands(keys, host=False)
+    assert participant == {"*1": "raise", "*2": "lower", "*3": "where", "*0": "help",
+                           "*5": HOST_ONLY, "*6": HOST_ONLY, "*7": HOST_ONLY, "*8": HOST_ONLY,
+                           "*9": HOST_ONLY}
+    host = room_commands(keys, host=True)
+    assert host == {"*0": "help", "*5": "host_call_next", "*6": "host_done", "*7": "host_queue",
+                    "*8": "host_lower_all", "*9": "host_mute_all"}
+    assert star_digits({"*1": "raise", "#3": "where", "7": "x"}) == {"1": "raise"}
+    # Every table is one a decoder accepts, and it hears the room's own keys.
+    dec = KeyDecoder(room_commands({**keys, "where_keys": "#3"}, host=False))
+    got = dec.feed_all(presses(("#", 0, 80), ("3", 200, 280), ("*", 400, 480), ("5", 600, 680)))
+    assert names(got) == ["where", HOST_ONLY]
