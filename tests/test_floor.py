@@ -76,12 +76,12 @@ async def test_one_invitation_at_a_time_and_a_decline_lowers_the_hand(redis: Red
 
 
 async def test_an_unanswered_invitation_expires_once_across_two_app_instances(
-        redis_server: str, redis: Redis, room: str) -> None:
+        redis_url: str, redis: Redis, room: str) -> None:
     queue = Queue(redis)
     a = await queue.join(room)
     await queue.raise_hand(room, a, source="keypad")
     await floor.invite(redis, room, a, timeout_s=0.3, next_hand=True)
-    other = client_from_url(redis_server)  # a second process on the same Redis
+    other = client_from_url(redis_url)  # a second process on the same Redis
     try:
         claimed: list[floor.TimerAction] = []
 
@@ -123,13 +123,13 @@ async def test_an_answer_after_the_deadline_counts_as_no_answer_even_before_a_sw
 
 
 async def test_the_speaking_limit_cues_marks_and_mutes_once_per_turn_across_two_instances(
-        redis_server: str, redis: Redis) -> None:
+        redis_url: str, redis: Redis) -> None:
     room = (await create_room(redis, "Limited", speak_limit_s=1, auto_mute=True)).room.id
     queue = Queue(redis)
     a = await queue.join(room)
     await queue.call_on(room, a)
     await floor.schedule(redis, room)
-    other = client_from_url(redis_server)
+    other = client_from_url(redis_url)
     try:
         claimed: Counter[str] = Counter()
 
