@@ -281,12 +281,12 @@ async def _has_conference(stack: Stack, room: str) -> bool:
 async def test_a_room_chooses_its_own_answer_keys(redis_server: str, mode: str) -> None:
     async with phone_stack(redis_server) as stack:
         await stack.redis.flushall()
-        room, code = await _consent_room(stack, keypad_mode=mode, accept_keys="*7",
+        room, code = await _consent_room(stack, keypad_mode=mode, accept_keys="*4",
                                          decline_keys="8")
         sid, pid = await stack.join(code, "+15550104821")
         mark = stack.sim.events[-1].seq
         assert (await stack.host.call_on(room, pid)).ok
-        line = "The host invites you to speak. Press star 7 to go live, or 8 to stay muted."
+        line = "The host invites you to speak. Press star 4 to go live, or 8 to stay muted."
         if mode == "stream":
             await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", text=line,
                                        timeout=15)
@@ -294,7 +294,7 @@ async def test_a_room_chooses_its_own_answer_keys(redis_server: str, mode: str) 
         else:
             await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2, after=mark)
             assert line in stack.said(sid)
-        stack.sim.press(sid, "*7")
+        stack.sim.press(sid, "*4")
         await until(lambda: stack.sim.state(sid).get("conference") and not _muted(stack, sid))
         await until(lambda: _speaker_is(stack, room, pid))  # Twilio first, then the turn
         assert (await _types(stack, room)).count("speaker.accepted") == 1
