@@ -130,6 +130,15 @@ def room_closed() -> str:
     return _xml(r)
 
 
+def meeting_full(limit: int) -> str:
+    """A caller over the room's limit (Twilio's conference maximum): say so, then hang up."""
+    r = VoiceResponse()
+    r.say(f"This meeting is full: it already has {limit} callers, the most a call can have. "
+          "Please try again later.")
+    r.hangup()
+    return _xml(r)
+
+
 def _dial(r: VoiceResponse, join: ConferenceJoin) -> None:
     dial = r.dial(action=join.action_url, method="POST", hangup_on_star=join.hangup_on_star or None)
     dial.conference(

@@ -25,7 +25,7 @@ from ..config import Settings
 from ..errors import HandraiseError, NotFound
 from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
-from ..queue import Queue, Source, mask_number
+from ..queue import MAX_PARTICIPANTS, Queue, RoomFull, Source, mask_number
 from ..rooms import Role, Room, code_hash, get_room, list_rooms, lookup_code, new_id, update_room
 from ..store import Redis, key
 from . import twiml
@@ -308,6 +308,9 @@ def _guarded(handler: Callable[[PhoneServices, dict[str, str]], Awaitable[Respon
             return _xml(twiml.apology())
         try:
             return await handler(svc, form)
+        except RoomFull as exc:  # a caller the room forgot came back to a full room
+            log.info("room %s: %s refused on return: the room is full", _arg("room"), _arg("pid"))
+            return _xml(twiml.meeting_full(exc.cap))
         except Exception as exc:  # Twilio must always get TwiML
             return await _recover(svc, _arg("room"), _arg("pid"), exc)
 
@@ -375,7 +378,7 @@ async def post_incoming() -> Response:
         pid = await _participant_id(svc, room.id, call_sid)
         await svc.queue.join(room.id, role=role, call_sid=call_sid or None, label=pid,
                              number=form.get("From") or None, muted=role != "host",
-                             participant_id=pid)
+                             participant_id=pid, cap=MAX_PARTICIPANTS)
         log.info("room %s: %s %s joining from %s", room.id, role, pid, mask_number(form.get("From")))
         if role == "host":
             # Stream rooms fork the host's leg too: the host's keys (call next, mute all...).
@@ -389,6 +392,10 @@ async def post_incoming() -> Response:
         return _xml(twiml.prejoin(svc.urls.prejoin(room.id, pid), raise_keys=room.raise_keys,
                                   stream_url=stream,
                                   stream_params=twiml.keypad_stream_params(room.id, pid)))
+    except RoomFull as exc:
+        # Twilio would refuse the Dial (16020) and the caller would hear an error instead.
+        log.warning("room %s: %s %s refused: the room is full (%d)", room.id, role, pid, exc.cap)
+        return _xml(twiml.meeting_full(exc.cap))
     except Exception as exc:  # Twilio must always get TwiML
         if isinstance(exc, REDIS_ERRORS):
             svc.dirty.add(room.id)
@@ -411,7 +418,7 @@ async def _ensure_in_room(svc: PhoneServices, room: Room, pid: str, form: dict[s
         pass
     await svc.queue.join(room.id, role="participant", call_sid=form.get("CallSid") or None,
                          label=pid, number=form.get("From") or None, muted=True,
-                         participant_id=pid)
+                         participant_id=pid, cap=MAX_PARTICIPANTS)
     await issue_pin(svc.redis, room.id, pid)
     log.info("room %s: %s came back from outside the conference; re-added", room.id, pid)
     return True

@@ -39,6 +39,7 @@ CALL_DOCUMENTS = {
     "star menu": twiml.star_menu(URLS.star_keys("rabc", "p1"), URLS.rejoin("rabc", "p1")),
     "say then redirect": twiml.say_then_redirect("Back you go.", URLS.rejoin("rabc", "p1")),
     "meeting over": twiml.meeting_over(),
+    "meeting full": twiml.meeting_full(250),
     "redirect": twiml.redirect(URLS.prompt("rabc", "p1")),
     "apology": twiml.apology(),
     "empty": twiml.empty(),
@@ -129,6 +130,13 @@ def test_star_mode_dials_with_hangup_on_star_and_stream_mode_does_not() -> None:
 def test_announcement_says_the_position() -> None:
     root = check_twiml(twiml.announcement("raised", 3), media_only=True)
     assert [s.text for s in root.iter("Say")] == ["Hand raised. You are number 3 in line."]
+
+
+def test_a_full_meeting_is_told_so_then_hung_up() -> None:
+    root = check_twiml(twiml.meeting_full(250))
+    assert [el.tag for el in root] == ["Say", "Hangup"]
+    assert root[0].text == ("This meeting is full: it already has 250 callers, the most a call "
+                            "can have. Please try again later.")
 
 
 def test_the_spoken_answers_of_the_keypad() -> None:
