@@ -17,7 +17,7 @@ from .errors import HandraiseError
 from .events import REDIS_ERRORS, EventHub
 from .hooks import HookWorker
 from .metrics import app_metrics
-from .phone.control import HostControls, TwilioControl
+from .phone.control import FloorTiming, HostControls, TwilioControl
 from .phone.twiml import PhoneUrls
 from .queue import Queue
 from .store import Redis, connect
@@ -82,7 +82,8 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         urls = PhoneUrls(settings.public_url or "http://localhost", companion_url=settings.companion_url)
         app.extensions["handraise"] = Services(
             settings=settings, redis=client, queue=queue, hub=hub, twilio=twilio, urls=urls,
-            host=HostControls(queue, twilio, urls),
+            host=HostControls(queue, twilio, urls, FloorTiming(
+                settings.invite_timeout_s, settings.speak_warn_s, settings.speak_grace_s)),
         )
         # Outbound events (webhooks) are sent while the app serves.
         hooks = HookWorker(client)

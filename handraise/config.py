@@ -44,6 +44,13 @@ class Settings:
     reconcile_interval_s: float = 20.0
     #: The companion page's address as callers hear it; default: the public URL + /join.
     companion_url: str | None = None
+    #: Consent rooms: how long an invitation to speak waits for its answer (seconds).
+    invite_timeout_s: float = 15.0
+    #: Speaking limit: the cue comes this long before the limit; auto-mute this long after it.
+    speak_warn_s: float = 15.0
+    speak_grace_s: float = 10.0
+    #: How often each process looks for invitations and speaking limits that are due.
+    timer_interval_s: float = 0.5
     #: Who may read GET /metrics: "local" (this machine, not through a proxy), "host"
     #: (a signed-in host or an API token) or "off".
     metrics_access: str = "local"
@@ -140,6 +147,15 @@ class Settings:
                     f"HANDRAISE_RECONCILE_INTERVAL is {interval_raw!r}: it should hold "
                     f"{_WHAT['HANDRAISE_RECONCILE_INTERVAL']}."
                 )
+        timers = {
+            name: _seconds(get(var), var, default, low, high)
+            for name, var, default, low, high in (
+                ("invite_timeout_s", "HANDRAISE_INVITE_TIMEOUT", 15.0, 0.1, 300.0),
+                ("speak_warn_s", "HANDRAISE_SPEAK_WARNING", 15.0, 0.0, 600.0),
+                ("speak_grace_s", "HANDRAISE_SPEAK_GRACE", 10.0, 0.0, 600.0),
+                ("timer_interval_s", "HANDRAISE_TIMER_INTERVAL", 0.5, 0.05, 10.0),
+            )
+        }
         metrics_access = (get("HANDRAISE_METRICS") or "local").lower()
         if metrics_access not in {"local", "host", "off"}:
             raise ConfigError(
@@ -150,6 +166,7 @@ class Settings:
             raise ConfigError(f"HANDRAISE_MEDIA_READ_BATCH is {batch_raw!r}: it should hold "
                               f"{_WHAT['HANDRAISE_MEDIA_READ_BATCH']}.")
         return cls(
+            **timers,
             media_read_batch=int(batch_raw),
             metrics_access=metrics_access,
             public_url=public_url,
@@ -165,6 +182,18 @@ class Settings:
             reconcile_interval_s=reconcile_interval_s,
             companion_url=companion_url,
         )
+
+
+def _seconds(raw: str | None, name: str, default: float, low: float, high: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name} is {raw!r}: it should hold {_WHAT[name]}.")
+    return value
 
 
 def _check_http_url(name: str, value: str) -> str:
@@ -203,4 +232,12 @@ _WHAT = {
     "https://hr.example.org/join (a shorter one of your own that leads there)",
     "HANDRAISE_RECONCILE_INTERVAL": "a number of seconds from 1 to 3600, how often rooms with "
     "callers outside the conference are checked with Twilio (default 20)",
+    "HANDRAISE_INVITE_TIMEOUT": "a number of seconds from 0.1 to 300, how long an invitation to "
+    "speak waits for its answer in consent rooms (default 15)",
+    "HANDRAISE_SPEAK_WARNING": "a number of seconds from 0 to 600, how long before the speaking "
+    "limit the speaker hears a cue (default 15)",
+    "HANDRAISE_SPEAK_GRACE": "a number of seconds from 0 to 600, how long after the speaking "
+    "limit an auto-muted speaker is muted (default 10)",
+    "HANDRAISE_TIMER_INTERVAL": "a number of seconds from 0.05 to 10, how often each process "
+    "looks for due invitations and speaking limits (default 0.5)",
 }

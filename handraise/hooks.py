@@ -67,6 +67,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "participant_joined", "participant_left", "participant_updated",
     "hand_raised", "hand_lowered", "hands_cleared", "hand_updated", "hands_restored",
     "speaker_called", "speaker_done",
+    "speaker_invited", "speaker_accepted", "speaker_declined", "speaker_over_time",
 )
 USER_AGENT = "handraise-hooks/1"
 PEOPLE_TTL_S = 2 * 24 * 3600

@@ -25,6 +25,8 @@ from .store import Redis, global_key, key
 
 KeypadMode = Literal["stream", "star"]
 KEYPAD_MODES: tuple[KeypadMode, ...] = ("stream", "star")
+UnmuteMode = Literal["direct", "consent"]
+UNMUTE_MODES: tuple[UnmuteMode, ...] = ("direct", "consent")
 Role = Literal["host", "participant"]
 QueueOrder = Literal["fifo", "fair"]
 QUEUE_ORDERS: tuple[QueueOrder, ...] = ("fifo", "fair")
@@ -148,6 +150,22 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "the page alone says so)."),
     RoomSetting("raise_keys", "keys", "*1", "Raise keys", "The keys that raise a hand."),
     RoomSetting("lower_keys", "keys", "*2", "Lower keys", "The keys that lower a hand."),
+    RoomSetting("unmute", "choice", "direct", "Unmuting",
+                "direct: Call on unmutes the caller at once; consent: Call on (and Unmute) invites "
+                "them, and they go live only when they press 1 or click Go live (2 or Stay muted "
+                "declines; no answer in 15 s declines).",
+                choices=UNMUTE_MODES),
+    RoomSetting("accept_keys", "keys", "1", "Go-live key",
+                "Consent rooms: the key that accepts an invitation to speak (it counts only "
+                "while the caller's invitation waits)."),
+    RoomSetting("decline_keys", "keys", "2", "Stay-muted key",
+                "Consent rooms: the key that declines an invitation to speak."),
+    RoomSetting("speak_limit_s", "seconds", 0, "Speaking limit (seconds)",
+                "The speaker hears a short cue 15 s before the limit; at the limit the dashboard "
+                "and their companion page show them over time.", maximum=3600),
+    RoomSetting("auto_mute", "bool", False, "Mute at the speaking limit",
+                "With a speaking limit: mute the speaker 10 s after it, with \"Time is up, thank "
+                "you.\""),
     RoomSetting("announce_next", "bool", True, "Tell the next caller they are next",
                 "When a hand becomes first in line, that caller hears \"You're next.\" privately "
                 "(not when it is the only hand, just raised: they heard their place already)."),
@@ -177,6 +195,43 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
 SETTINGS_BY_NAME = {s.name: s for s in ROOM_SETTINGS}
 
 
+InvitationStatus = Literal["pending", "accepted", "declined", "no_answer", "left"]
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """An invitation to speak (rooms whose ``unmute`` is ``consent``), kept in the room hash.
+
+    ``pending`` until the caller answers or ``deadline`` (ms, Redis clock) passes; then
+    ``accepted``, ``declined``, ``no_answer`` or ``left``, until the next invitation.
+    """
+
+    participant: str
+    status: InvitationStatus
+    invited_at: int
+    deadline: int
+    #: Made by "Call on next": a decline invites the next hand.
+    next: bool
+    #: When it was answered or expired (ms); None while pending.
+    answered_at: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> Invitation | None:
+        pid, status = h.get("invite_pid"), h.get("invite_status")
+        if not pid or status not in ("pending", "accepted", "declined", "no_answer", "left"):
+            return None
+        try:
+            return cls(pid, status, int(h.get("invite_at", "0")),  # type: ignore[arg-type]
+                       int(h.get("invite_deadline", "0")), h.get("invite_next") == "1",
+                       int(h["invite_answered_at"]) if h.get("invite_answered_at") else None)
+        except ValueError:
+            return None
+
+
 @dataclass(frozen=True)
 class Room:
     id: str
@@ -195,6 +250,16 @@ class Room:
     reply_keys: str = "*4"
     #: How the queue is ordered: "fifo", or "fair" (who has not spoken yet goes first).
     order: QueueOrder = "fifo"
+    #: "direct": Call on unmutes; "consent": Call on invites (see :mod:`handraise.consent`).
+    unmute: UnmuteMode = "direct"
+    #: Consent rooms: the keys that answer an invitation (read only while one waits).
+    accept_keys: str = "1"
+    decline_keys: str = "2"
+    #: Speaking limit in seconds (0: none), and whether the speaker is muted after it.
+    speak_limit_s: int = 0
+    auto_mute: bool = False
+    #: The latest invitation to speak (consent rooms), kept after its answer for the host.
+    invitation: Invitation | None = None
     #: Whether the caller whose hand becomes first in line hears "You're next." privately.
     announce_next: bool = True
     where_keys: str = "*3"
@@ -290,7 +355,7 @@ local members = redis.call('SMEMBERS', KEYS[2])
 for _, pid in ipairs(members) do redis.call('DEL', ARGV[3] .. pid, ARGV[4] .. pid) end
 redis.call('DEL', KEYS[2], KEYS[3])
 for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since', 'conference_sid')
+redis.call('HDEL', KEYS[1], 'speaker', 'speaker_since', 'conference_sid', 'invite_pid', 'invite_status')
 redis.call('HSET', KEYS[1], 'status', 'closed')
 emit(KEYS[4], ARGV[1], {type='room.closed', room=ARGV[2], participants=#members})
 return 1
@@ -314,6 +379,7 @@ def _room_from_hash(room_id: str, h: dict[str, str]) -> Room:
         status="closed" if h.get("status") == "closed" else "open",
         created_at=int(h.get("created_at", "0")),
         conference_sid=h.get("conference_sid") or None,
+        invitation=Invitation.from_hash(h),
         **{s.name: s.decode(h.get(s.name)) for s in ROOM_SETTINGS},  # type: ignore[arg-type]
     )
 
@@ -430,7 +496,7 @@ async def update_room(
     if not typed:
         return False
     try:
-        return bool(
+        changed = bool(
             await redis.eval(
                 _UPDATE, 2, key(room_id, "room"), key(room_id, "events"), maxlen, room_id,
                 *encode_changes(typed),
@@ -440,6 +506,11 @@ async def update_room(
         if "no such room" in str(exc):
             raise NotFound(f"There is no room {room_id!r}.") from exc
         raise
+    if changed and {"speak_limit_s", "auto_mute"} & settings.keys():
+        from . import floor  # here: floor imports this module
+
+        await floor.schedule(redis, room_id)  # a limit set mid-turn applies to this turn
+    return changed
 
 
 async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN) -> bool:

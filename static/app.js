@@ -27,6 +27,13 @@
     document.querySelectorAll("[data-expires-at]").forEach(function (el) {
       if (now >= Number(el.getAttribute("data-expires-at"))) el.hidden = true;
     });
+    // An invitation's seconds left, and "over time" once a speaking limit passes.
+    document.querySelectorAll("time.countdown[data-until]").forEach(function (t) {
+      t.textContent = Math.max(0, Math.ceil((Number(t.getAttribute("data-until")) - now) / 1000)) + " s";
+    });
+    document.querySelectorAll(".over-time[data-from]").forEach(function (el) {
+      if (now >= Number(el.getAttribute("data-from"))) el.hidden = false;
+    });
   }
 
   // --- tab title and the new-hand alert ---------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from handraise.store import Redis, client_from_url, scratch_cluster, scratch_redis
 
 #: Test modules whose ``redis`` runs on both a single server and the cluster.
-BOTH_REDIS = re.compile(r"(^|\.)test_(queue\w*|events|rooms\w*|tokens|hooks|handlog|pins)$")
+BOTH_REDIS = re.compile(r"(^|\.)test_(queue\w*|events|rooms\w*|tokens|hooks|handlog|pins|floor)$")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

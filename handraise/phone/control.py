@@ -29,6 +29,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from .. import floor
 from ..config import DEFAULT_TWILIO_API_URL, Settings
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
@@ -214,6 +215,19 @@ class RemoteParticipant:
 
 
 PROMPT_TTL_S = 120
+#: The prompting key's value while a star-mode caller answers an invitation to speak.
+INVITE_MARK = "invite"
+
+
+@dataclass(frozen=True)
+class FloorTiming:
+    """The floor's durations (settings ``HANDRAISE_INVITE_TIMEOUT``, ``_SPEAK_WARNING``, ``_SPEAK_GRACE``)."""
+
+    invite_timeout_s: float = 15.0
+    speak_warn_s: float = 15.0
+    speak_grace_s: float = 10.0
+
+
 #: How long a private sentence waits in Redis for Twilio to fetch it (seconds).
 NOTE_TTL_S = 300
 
@@ -330,11 +344,13 @@ class HostControls:
     """The host's buttons. Every method returns an :class:`ActionResult`, never raises for
     Twilio trouble; domain errors (unknown participant…) come back as ``ok=False`` too."""
 
-    def __init__(self, queue: Queue, twilio: TwilioControl, urls: PhoneUrls) -> None:
+    def __init__(self, queue: Queue, twilio: TwilioControl, urls: PhoneUrls,
+                 timing: FloorTiming | None = None) -> None:
         self.queue = queue
         self.redis: Redis = queue.redis
         self.twilio = twilio
         self.urls = urls
+        self.timing = timing or FloorTiming()
 
     async def _target(self, room: str, pid: str) -> tuple[Room, Participant]:
         return await get_room(self.redis, room), await self.queue.participant(room, pid)
@@ -460,11 +476,27 @@ class HostControls:
 
     @_redis_guarded
     async def unmute(self, room: str, pid: str) -> ActionResult:
+        """Unmute ``pid``; in a consent room, invite them instead (nobody is unmuted unasked)."""
+        r = await get_room(self.redis, room)
+        if r.unmute == "consent" and (await self.queue.participant(room, pid)).role != "host":
+            return await self._invite(r, pid)
         return await self._set_muted(room, pid, False)
 
     @_redis_guarded
     async def call_on(self, room: str, pid: str | None = None) -> ActionResult:
-        """Unmute ``pid`` (or the first raised hand), make them the speaker, tell them privately."""
+        """Unmute ``pid`` (or the first raised hand), make them the speaker, tell them privately.
+
+        In a consent room (``unmute = consent``) this invites them instead; they go live
+        when they accept (:meth:`answer`). ``pid`` None is "Call on next" (the dashboard's
+        button, the API's ``call-next``, the host's keypad): one function for all of them.
+        """
+        r = await get_room(self.redis, room)
+        if r.unmute == "consent":
+            return await self._invite(r, pid)
+        return await self._call_on_now(r, pid)
+
+    async def _call_on_now(self, r: Room, pid: str | None) -> ActionResult:
+        room = r.id
         if pid is None:
             hands = await self.queue.queue(room)
             if not hands:
@@ -478,8 +510,126 @@ class HostControls:
         turn = await self.queue.call_on(room, pid, by="host")
         if turn is not None and turn.previous:
             await self._set_muted(room, turn.previous, True)
+        if r.speak_limit_s:
+            await floor.schedule(self.redis, room)
         await self._announce(room, pid, "live")
         return ActionResult(True, "They are live.", pid)
+
+    # --- consent rooms: invitations to speak -------------------------------------------
+
+    async def _invite(self, r: Room, pid: str | None) -> ActionResult:
+        """Invite ``pid`` (or the first hand) to speak; the caller alone hears it."""
+        next_hand = pid is None
+        if pid is None:
+            hands = await self.queue.queue(r.id)
+            if not hands:
+                return ActionResult(False, "No hand is raised.")
+            pid = hands[0].participant
+        p = await self.queue.participant(r.id, pid)
+        if p.role == "host":  # a host needs nobody's leave to speak
+            return await self._call_on_now(r, pid)
+        if not r.conference_sid:
+            return ActionResult(False, "The conference has not started yet.", pid)
+        got = await floor.invite(self.redis, r.id, pid, timeout_s=self.timing.invite_timeout_s,
+                                 next_hand=next_hand, maxlen=self.queue.maxlen)
+        if got.outcome == "busy":
+            try:
+                other = (await self.queue.participant(r.id, got.participant)).display_name
+            except NotFound:
+                other = "The invited caller"
+            return ActionResult(False, f"{other} has not answered the invitation yet; wait for "
+                                       "their answer.", got.participant)
+        if got.outcome == "speaking":
+            return ActionResult(True, "They are live already.", pid)
+        if r.keypad_mode == "star" and p.call_sid:
+            # The star-mode keypad is read outside the conference: a short Gather and back.
+            await self.redis.set(prompting_key(r.id, pid), INVITE_MARK, ex=PROMPT_TTL_S)
+            outcome = await self.twilio.redirect(p.call_sid, self.urls.invite(r.id, pid))
+            if not outcome.ok:
+                await self.redis.delete(prompting_key(r.id, pid))
+        else:
+            outcome = await self.twilio.announce_to(
+                r.conference_sid, self._who(p), self.urls.announce_invite(r.accept_keys, r.decline_keys))
+        if not outcome.ok:  # not delivered: take it back, so the next one is not held up
+            await floor.withdraw(self.redis, r.id, pid, maxlen=self.queue.maxlen)
+        if outcome.kind == "gone":
+            return await self._gone(r.id, pid)
+        if not outcome.ok:
+            return ActionResult(False, outcome.message, pid)
+        log.info("room %s: invited %s to speak%s", r.id, pid, " (call on next)" if next_hand else "")
+        return ActionResult(True, f"Invited {p.display_name}; waiting for their answer.", pid)
+
+    @_redis_guarded
+    async def answer(self, room: str, pid: str, *, accept: bool, source: str,
+                     in_gather: bool = False) -> ActionResult:
+        """The caller's answer to their invitation: keypad 1 / 2, or Go live / Stay muted.
+
+        ``in_gather``: answered in the star-mode Gather, whose TwiML puts them back (the
+        caller is outside the conference, so no REST unmute).
+        """
+        got = await floor.answer(self.redis, room, pid, accept=accept, source=source,
+                                 maxlen=self.queue.maxlen)
+        if got.outcome == "none":
+            return ActionResult(False, "There is no invitation to answer.", pid)
+        asked = await self.redis.get(prompting_key(room, pid)) == INVITE_MARK and not in_gather
+        if got.outcome in ("declined", "expired"):
+            log.info("room %s: %s %s the invitation to speak", room, pid,
+                     "declined" if got.outcome == "declined" else "answered too late")
+            if asked:  # answered on the page while the phone waits in the Gather: back in
+                await self._bring_back(room, pid)
+            if got.next:
+                await self._advance(room)
+            if got.outcome == "expired":
+                return ActionResult(False, "The invitation had expired; you stay muted.", pid)
+            return ActionResult(True, "You stay muted.", pid)
+        r, _ = await self._target(room, pid)
+        if in_gather or asked:
+            # Outside the conference: the rejoin reads the mute state, so they come back live.
+            await self.queue.update(room, pid, muted=False)
+        else:
+            result = await self._set_muted(room, pid, False)
+            if not result.ok:
+                return result
+        turn = await self.queue.call_on(room, pid, by="host")
+        if turn is not None and turn.previous:
+            await self._set_muted(room, turn.previous, True)
+        if asked:
+            await self._bring_back(room, pid)
+        if r.speak_limit_s:
+            await floor.schedule(self.redis, room)
+        if not in_gather and not asked:
+            await self._announce(room, pid, "live")
+        log.info("room %s: %s accepted the invitation to speak (%s)", room, pid, source)
+        return ActionResult(True, "You are live.", pid)
+
+    async def _bring_back(self, room: str, pid: str) -> None:
+        p = await self.queue.participant(room, pid)
+        if p.call_sid:
+            outcome = await self.twilio.redirect(p.call_sid, self.urls.rejoin(room, pid))
+            if not outcome.ok:
+                log.info("room %s: could not bring %s back from the invitation: %s", room, pid,
+                         outcome.message)
+
+    async def _advance(self, room: str) -> None:
+        """A "Call on next" invitation was declined: invite the next hand, if any."""
+        result = await self.call_on(room)
+        log.info("room %s: call on next after a decline: %s", room, result.message)
+
+    async def on_timer(self, action: floor.TimerAction) -> None:
+        """Carry out what the floor's sweep claimed (this process alone does)."""
+        room, pid = action.room, action.participant
+        if action.kind in ("no_answer", "left"):
+            if action.kind == "no_answer" and \
+                    await self.redis.get(prompting_key(room, pid)) != INVITE_MARK:
+                await self._announce(room, pid, "no_answer")  # star mode: its Gather says so
+            if action.next:
+                await self._advance(room)
+        elif action.kind == "cue":
+            await self._announce(room, pid, "time_cue", max(1, round(self.timing.speak_warn_s)))
+        elif action.kind == "mute":
+            await self._announce(room, pid, "time_up")
+            result = await self.done(room, pid)
+            log.info("room %s: %s reached the speaking limit: %s", room, pid, result.message)
 
     @_redis_guarded
     async def done(self, room: str, pid: str | None = None) -> ActionResult:

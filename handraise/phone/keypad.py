@@ -34,7 +34,7 @@ import numpy as np
 
 from ..dsp.dtmf import DetectorBank, DigitEvent, DigitStart, DtmfDetector
 from .frames import FRAME_BYTES
-from .keys import DEFAULT_COMMANDS, KeyCommand, KeyDecoder
+from .keys import ANSWER_COMMANDS, DEFAULT_COMMANDS, KeyCommand, KeyDecoder
 
 __all__ = ["CATCH_UP", "MAX_QUEUED", "KeypadBank", "KeypadListener", "Outcome"]
 
@@ -56,6 +56,8 @@ class KeypadListener:
     ----------
     commands : mapping of str to str
         Key sequence -> command name (the room's ``raise_keys``/``lower_keys``).
+    answers : mapping of str to str
+        Answer mode's keys (the room's ``accept_keys``/``decline_keys``).
     label : str
         Names the stream in log lines (room and participant ids).
 
@@ -66,10 +68,11 @@ class KeypadListener:
     calls :meth:`take`.
     """
 
-    def __init__(self, commands: Mapping[str, str] = DEFAULT_COMMANDS, *, label: str = "") -> None:
+    def __init__(self, commands: Mapping[str, str] = DEFAULT_COMMANDS, *, label: str = "",
+                 answers: Mapping[str, str] = ANSWER_COMMANDS) -> None:
         self.label = label
         try:
-            self.decoder = KeyDecoder(commands, label=label)
+            self.decoder = KeyDecoder(commands, answers=answers, label=label)
         except ValueError as exc:
             log.warning("keypad %s: room key mapping unusable (%s); using *1 / *2", label, exc)
             self.decoder = KeyDecoder(DEFAULT_COMMANDS, label=label)

@@ -13,6 +13,10 @@ Rules
   ``bounce_ms`` of its release.
 * Extra leading keys do not matter: ``**1`` and ``#*1`` are ``*1``.
 * Keys that cannot lead to a command are dropped (logged at debug).
+* **Answer mode** (:attr:`KeyDecoder.answering`, on while an invitation to speak waits for
+  this caller's answer): the answer keys (``answers``, default :data:`ANSWER_COMMANDS`:
+  ``1`` accept, ``2`` decline) count too, and win over a command with the same keys; a
+  command's own sequence still means the command (``*1`` is a raise, not ``*`` and ``1``).
 * A command fires when its last key *starts* (a :class:`~handraise.dsp.dtmf.DigitStart`
   notice), so the caller is answered while still pressing; the end event of the same
   press is then ignored. Decoders fed only complete
@@ -29,13 +33,19 @@ from types import MappingProxyType
 from handraise.dsp.dtmf import DigitEvent, DigitStart
 from handraise.dsp.tones import KEYS
 
-__all__ = ["DEFAULT_COMMANDS", "HOST_ONLY", "KeyCommand", "KeyDecoder", "room_commands",
-           "star_digits"]
+__all__ = ["ANSWER_COMMANDS", "DEFAULT_COMMANDS", "HOST_ONLY", "KeyCommand", "KeyDecoder",
+           "room_commands", "star_digits"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMMANDS: Mapping[str, str] = MappingProxyType({"*1": "raise", "*2": "lower"})
 """Key sequence -> command name."""
+
+ANSWER_COMMANDS: Mapping[str, str] = MappingProxyType({"1": "accept", "2": "decline"})
+"""Answer mode: a single key -> the answer to an invitation to speak."""
+#: The answer commands (settings ``accept_keys`` / ``decline_keys``): never in a room's
+#: everyday table (:func:`room_commands`), only in answer mode.
+ANSWER_NAMES = frozenset(ANSWER_COMMANDS.values())
 
 #: The command a participant's table gives the host's keys: a polite "that key is for the
 #: host", never a host action.
@@ -66,6 +76,8 @@ def room_commands(keys: Mapping[str, str], *, host: bool) -> dict[str, str]:
     table: dict[str, str] = {}
     for name, seq in keys.items():
         command = name.removesuffix("_keys")
+        if command in ANSWER_NAMES:
+            continue  # answer mode's keys: they count only while an invitation waits
         if command.startswith(_HOST):
             table[seq] = command if host else HOST_ONLY
         elif not host or command in _HOST_ALSO:
@@ -135,28 +147,26 @@ class KeyDecoder:
         self,
         commands: Mapping[str, str] = DEFAULT_COMMANDS,
         *,
+        answers: Mapping[str, str] = ANSWER_COMMANDS,
         timeout_ms: float = 3000.0,
         bounce_ms: float = 60.0,
         label: str = "",
     ) -> None:
-        table: dict[str, str] = {}
-        for seq, name in commands.items():
-            norm = seq.upper()
-            if not norm or any(ch not in KEYS for ch in norm):
-                raise ValueError(f"command sequence {seq!r} must be DTMF keys (0-9 * # A-D)")
-            table[norm] = name
-        for a in table:
-            for b in table:
-                if a != b and b.startswith(a):
-                    raise ValueError(f"command {a!r} is a prefix of {b!r}; {b!r} could never fire")
+        table = _table(commands)
         self.commands: Mapping[str, str] = MappingProxyType(table)
         self._prefixes = {seq[:i] for seq in table for i in range(1, len(seq))}
+        # Answer mode: the answers over the commands (an answer wins on the same keys).
+        answering = _table({**table, **_table(answers, check=False)})
+        self._answering_table: Mapping[str, str] = MappingProxyType(answering)
+        self._answering_prefixes = {seq[:i] for seq in answering for i in range(1, len(seq))}
         self.timeout_ms = float(timeout_ms)
         self.bounce_ms = float(bounce_ms)
         self.label = label
         self._buffer = ""
         self._last: _Press | None = None
         self._fired_on: _Press | None = None
+        #: Answer mode: single 1 / 2 are the answer to an invitation (set by the stream).
+        self.answering = False
 
     def reset(self) -> None:
         """Forget any partly entered sequence."""
@@ -207,19 +217,37 @@ class KeyDecoder:
         return out
 
     def _push(self, press: _Press) -> KeyCommand | None:
+        table, prefixes = ((self._answering_table, self._answering_prefixes) if self.answering
+                           else (self.commands, self._prefixes))
         buf = self._buffer + press.digit
         for i in range(len(buf)):
-            if buf[i:] in self.commands:
+            if buf[i:] in table:
                 seq = buf[i:]
                 if i:
                     logger.debug("keypad %s: ignored %r before %r", self.label, buf[:i], seq)
                 self._buffer = ""
-                name = self.commands[seq]
+                name = table[seq]
                 logger.debug("keypad %s: %r -> %s", self.label, seq, name)
                 return KeyCommand(name, seq, press.start_ms)
-        keep = next((buf[i:] for i in range(len(buf)) if buf[i:] in self._prefixes), "")
+        keep = next((buf[i:] for i in range(len(buf)) if buf[i:] in prefixes), "")
         dropped = buf[: len(buf) - len(keep)]
         if dropped:
             logger.debug("keypad %s: ignored %r", self.label, dropped)
         self._buffer = keep
         return None
+
+
+def _table(commands: Mapping[str, str], *, check: bool = True) -> dict[str, str]:
+    """Sequences upper-cased and checked: DTMF keys, and (``check``) none a prefix of another."""
+    table: dict[str, str] = {}
+    for seq, name in commands.items():
+        norm = seq.upper()
+        if not norm or any(ch not in KEYS for ch in norm):
+            raise ValueError(f"command sequence {seq!r} must be DTMF keys (0-9 * # A-D)")
+        table[norm] = name
+    if check:
+        for a in table:
+            for b in table:
+                if a != b and b.startswith(a):
+                    raise ValueError(f"command {a!r} is a prefix of {b!r}; {b!r} could never fire")
+    return table

@@ -6,7 +6,9 @@ held to Twilio's order (:mod:`.frames`; media frames of the usual shape take its
 path), queued in the process's :class:`~.keypad.KeypadBank`, detected there for every
 stream at once in one call per 20 ms tick (:class:`MediaHub`), turned into commands by
 the room's key mapping (:class:`~.keys.KeyDecoder`), and a command raises or lowers the
-hand (source ``keypad``) and tells the caller privately.
+hand (source ``keypad``) and tells the caller privately. While an invitation to speak
+waits for a caller (consent rooms), their decoder is in answer mode (1 / 2 answer it): the
+hub follows :data:`handraise.floor.ANSWERING_CHANNEL`, one subscription per process.
 
 :class:`MediaStream` is the protocol logic of one socket, independent of the WebSocket
 server: ``handraise serve`` runs it on the fast listener (:mod:`.fastmedia`, same port);
@@ -36,13 +38,15 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Quart, current_app, websocket
 
+from .. import floor
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
 from ..queue import IsSpeaker, NoSpeaker
+from ..rooms import get_room
 from .control import host_key, prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
 from .keypad import MAX_QUEUED, KeypadBank, KeypadListener, Outcome
-from .keys import DEFAULT_COMMANDS, HOST_ONLY, KeyCommand, room_commands
+from .keys import ANSWER_COMMANDS, DEFAULT_COMMANDS, HOST_ONLY, KeyCommand, room_commands
 from .security import twilio_signed_websocket
 from .streams import (
     LIVE_REFRESH_S,
@@ -97,6 +101,46 @@ class MediaHub:
         self._ticker: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.late_ticks = 0
+        #: Streams by (room, participant), for answer mode.
+        self.answering: dict[tuple[str, str], MediaStream] = {}
+        self._follower: asyncio.Task[None] | None = None
+
+    # --- answer mode follows the invitations (floor.ANSWERING_CHANNEL) ---------------
+
+    def watch(self, stream: MediaStream) -> None:
+        """Let ``stream`` hear when its caller's invitation to speak starts and stops."""
+        self.answering[(stream.room, stream.pid)] = stream
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.ensure_future(self._follow(stream.svc.redis))
+
+    def unwatch(self, stream: MediaStream) -> None:
+        if self.answering.get((stream.room, stream.pid)) is stream:
+            del self.answering[(stream.room, stream.pid)]
+
+    async def _follow(self, redis: Redis) -> None:
+        """One Pub/Sub subscription per process while it has streams; resyncs after a gap."""
+        delay = 0.1
+        while self.answering:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(floor.ANSWERING_CHANNEL)
+                    delay = 0.1
+                    for stream in list(self.answering.values()):
+                        stream.sync_answering()  # whatever happened before we listened
+                    while self.answering:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                           timeout=1.0)
+                        if message is None:
+                            continue
+                        room, _, rest = str(message["data"]).partition(" ")
+                        pid, _, on = rest.partition(" ")
+                        target = self.answering.get((room, pid))
+                        if target is not None:
+                            target.set_answering(on == "1")
+            except REDIS_ERRORS as exc:
+                log.warning("media: invitations unavailable (%r); retrying", exc)
+                await asyncio.sleep(delay)  # back-off before reconnecting
+                delay = min(delay * 2, 5.0)
 
     def join(self, stream: MediaStream, listener: KeypadListener) -> int:
         slot = self.bank.join(listener)
@@ -173,6 +217,8 @@ class MediaHub:
             await asyncio.wait(set(self.finishing), timeout=timeout)
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._follower is not None:
+            self._follower.cancel()
         if self._refresher is not None:
             self._refresher.cancel()
 
@@ -221,6 +267,10 @@ class MediaStream:
         self.finished = False
         self.finishing = False
         self.closed: tuple[int, str] | None = None
+        #: An invitation to speak already waited for this caller when the stream began.
+        self.invited_at_start = False
+        #: Answer mode's keys (the room's accept_keys / decline_keys).
+        self.answers: Mapping[str, str] = ANSWER_COMMANDS
         hub.open.add(self)
 
     @property
@@ -297,12 +347,15 @@ class MediaStream:
             return
         # Even if the stream stopped while the check ran: finish() waits for this, then
         # detects what came before the stop.
-        self.listener = KeypadListener(commands, label=self.label)
+        self.listener = KeypadListener(commands, label=self.label, answers=self.answers)
         self.slot = self.hub.join(self, self.listener)
         for payload in self.early:
             self.hub.bank.push(self.slot, payload)
         self.early.clear()
         self._submit(self._record)
+        self.hub.watch(self)
+        if self.invited_at_start:
+            self.set_answering(True)
         log.info("media stream (%s): listening for keys (stream %s)", self.label,
                  start.stream_sid[-6:])
 
@@ -332,6 +385,9 @@ class MediaStream:
                 return None
             self.host = participant.role == "host"
             commands = room_commands(room.keys(), host=self.host)
+            inv = room.invitation
+            self.invited_at_start = inv is not None and inv.pending and inv.participant == self.pid
+            self.answers = {room.accept_keys: "accept", room.decline_keys: "decline"}
         return commands
 
     async def finish(self) -> None:
@@ -339,6 +395,7 @@ class MediaStream:
         if self.finished:
             return
         self.finished = True
+        self.hub.unwatch(self)
         try:
             if self.starting is not None and not self.starting.done():
                 await asyncio.wait({self.starting}, timeout=FINISH_TIMEOUT_S)
@@ -386,6 +443,21 @@ class MediaStream:
                 log.info("media stream (%s): %s", self.label, exc.message)
             except Exception:
                 log.exception("media stream (%s): a job failed", self.label)
+
+    def set_answering(self, on: bool) -> None:
+        """Answer mode on (an invitation waits for this caller) or off."""
+        if self.listener is not None and self.listener.decoder.answering != on:
+            self.listener.decoder.answering = on
+            log.info("media stream (%s): answer mode %s", self.label, "on" if on else "off")
+
+    def sync_answering(self) -> None:
+        """Set answer mode from the room's invitation as Redis has it now."""
+        self._submit(self._sync_answering)
+
+    async def _sync_answering(self) -> None:
+        invitation = (await get_room(self.svc.redis, self.room)).invitation
+        self.set_answering(invitation is not None and invitation.pending
+                           and invitation.participant == self.pid)
 
     async def _record(self, *, stopped: bool = False) -> None:
         listener = self.listener
@@ -443,6 +515,15 @@ class MediaStream:
         elif command.name == HOST_ONLY:
             log.info("room %s: %s pressed the host's %s; nothing done", room, pid, command.keys)
             result = await svc.host.announce(room, pid, HOST_ONLY)
+        elif command.name in ("accept", "decline"):
+            accept = command.name == "accept"
+            log.info("room %s: %s pressed %s to %s the invitation to speak", room, pid,
+                     command.keys, "accept" if accept else "decline")
+            result = await svc.host.answer(room, pid, accept=accept, source="keypad")
+            if result.ok and not accept:
+                result = await svc.host.announce(room, pid, "stay_muted")
+            elif not result.ok and "expired" in result.message:
+                result = await svc.host.announce(room, pid, "no_answer")
         elif command.name.startswith("host_"):
             await host_key(svc.host, room, pid, command.name)
             return

@@ -32,9 +32,23 @@ ANNOUNCEMENTS: dict[str, str] = {
     "is_speaker": "You are speaking now, so there is nothing to reply to.",
     "muted": "You have been muted.",
     "unavailable": "Hand raising is briefly unavailable. Please stay on the line.",
+    # Consent rooms (stream keypad mode: the answer is read from the stream); "invited"
+    # itself is :func:`invite_line`, with the room's keys.
+    "stay_muted": "You stay muted.",
+    "no_answer": "No answer, so you stay muted. Raise your hand again when you are ready.",
+    # The speaking limit: {n} is the seconds left.
+    "time_cue": "{n} seconds left.",
+    "time_up": "Time is up, thank you.",
     "next": "You're next.",
     "host_only": "That key is for the host.",
 }
+
+
+def invite_line(accept_keys: str = "1", decline_keys: str = "2") -> str:
+    """What an invited caller hears (the stream's announcement and the star-mode Gather)."""
+    return (f"The host invites you to speak. Press {_spoken_keys(accept_keys)} to go live, "
+            f"or {_spoken_keys(decline_keys)} to stay muted.")
+
 
 #: What each keypad command does, as the help (star 0) and the star menu say it. A command
 #: not listed here (another feature's) is named by its setting's label instead.
@@ -312,6 +326,21 @@ def star_menu(action_url: str, rejoin_url: str,
     return _xml(r)
 
 
+def invite_prompt(action_url: str, timeout_s: int, *, accept_keys: str = "1",
+                  decline_keys: str = "2") -> str:
+    """Star mode, consent rooms: the caller was pulled out to answer an invitation to speak.
+
+    No answer falls through to ``action_url`` without ``Digits`` (the handler says so and
+    puts them back).
+    """
+    r = VoiceResponse()
+    g = r.gather(input="dtmf", num_digits=max(len(accept_keys), len(decline_keys)),
+                 finish_on_key="", timeout=max(1, timeout_s), action=action_url, method="POST")
+    g.say(invite_line(accept_keys, decline_keys))
+    r.redirect(action_url, method="POST")
+    return _xml(r)
+
+
 def say_then_redirect(line: str, url: str) -> str:
     r = VoiceResponse()
     r.say(line)
@@ -395,6 +424,12 @@ class PhoneUrls:
     def prompt_keys(self, room: str, pid: str) -> str:
         return self._u("/voice/prompt-keys", room=room, pid=pid)
 
+    def invite(self, room: str, pid: str) -> str:
+        return self._u("/voice/invite", room=room, pid=pid)
+
+    def invite_keys(self, room: str, pid: str) -> str:
+        return self._u("/voice/invite-keys", room=room, pid=pid)
+
     def conference_events(self, room: str) -> str:
         return self._u("/voice/conference-events", room=room)
 
@@ -403,6 +438,10 @@ class PhoneUrls:
 
     def announce(self, key: str, n: int | None = None) -> str:
         return self._u("/voice/announce", msg=key, n=n)
+
+    def announce_invite(self, accept_keys: str, decline_keys: str) -> str:
+        """The private invitation to speak, naming the room's answer keys."""
+        return self._u("/voice/announce", msg="invited", accept=accept_keys, decline=decline_keys)
 
     def media_stream(self) -> str:
         """The Media Streams WebSocket (served by phone/media.py): wss, no query (§1.2)."""

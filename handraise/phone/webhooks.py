@@ -19,6 +19,7 @@ from typing import Any
 
 from quart import Blueprint, Quart, Response, current_app, request
 
+from .. import floor
 from ..app import services
 from ..config import Settings
 from ..errors import HandraiseError, NotFound
@@ -31,6 +32,7 @@ from . import twiml
 from .control import (
     CALL_OVER,
     HOST_KEY_ACTIONS,
+    INVITE_MARK,
     HostControls,
     TwilioControl,
     clear_conference,
@@ -115,6 +117,8 @@ class PhoneServices:
     dirty: set[str] = field(default_factory=set)
     # The periodic reconciliation (see reconcile_rooms), running while the app serves.
     reconciler: asyncio.Task[None] | None = None
+    # The floor's sweep (invitations and speaking limits that are due, see sweep_floor).
+    sweeper: asyncio.Task[None] | None = None
     # Set at shutdown. The reconciler stops on it rather than on cancel(): redis-py can
     # swallow a cancellation that lands inside a command, and the loop would run on.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -172,9 +176,16 @@ def init_phone(app: Quart) -> None:
 
             svc.reconciler = asyncio.create_task(
                 _reconcile_forever(svc, settings.reconcile_interval_s, media_hub(app).holder))
+        svc.sweeper = asyncio.create_task(_sweep_forever(svc, settings.timer_interval_s))
 
     async def stop_phone() -> None:
         svc: PhoneServices | None = app.extensions.pop("handraise_phone", None)
+        if svc is not None and svc.sweeper is not None:
+            svc.stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(svc.sweeper), RECONCILE_STOP_S)
+            except TimeoutError:
+                svc.sweeper.cancel()
         if svc is not None and svc.reconciler is not None:
             svc.stopping.set()
             try:
@@ -471,9 +482,11 @@ async def _after_dial(svc: PhoneServices, form: dict[str, str]) -> Response:
                        for digit in star_digits({seq: what})]
             return _xml(twiml.star_menu(svc.urls.star_keys(room_id, pid), svc.urls.rejoin(room_id, pid),
                                         options))
-    prompting = False
+    prompting = None
     with contextlib.suppress(*REDIS_ERRORS):
-        prompting = bool(await svc.redis.exists(prompting_key(room_id, pid)))
+        prompting = await svc.redis.get(prompting_key(room_id, pid))
+    if prompting == INVITE_MARK:
+        return _xml(twiml.redirect(svc.urls.invite(room_id, pid)))
     if prompting:
         # Real Twilio may report the Dial a host prompt interrupted (DialCallStatus=completed,
         # TWILIO.md §2.4); should it run this answer, it must lead to the prompt, not a goodbye.
@@ -580,7 +593,42 @@ async def _prompt_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
                             lower_digits={room.lower_keys}, source="prompt")
 
 
+async def _invite(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """Star mode, consent rooms: the invitation to speak (REST redirect target), then back in."""
+    room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
+    timeout = max(1, round(svc.host.timing.invite_timeout_s) - 5)  # the prompt takes ~5 s
+    return _xml(twiml.invite_prompt(svc.urls.invite_keys(room_id, pid), timeout,
+                                    accept_keys=room.accept_keys, decline_keys=room.decline_keys))
+
+
+async def _invite_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
+    """The key answered to the invitation (1 go live, 2 stay muted; none: no answer)."""
+    room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
+    digits = form.get("Digits", "")
+    rejoin = svc.urls.rejoin(room_id, pid)
+    if digits not in (room.accept_keys, room.decline_keys):
+        # No answer: it stands until its deadline, which declines it. Another key: declined.
+        line = "No answer, so you stay muted." if not digits else \
+            "That was not a yes, so you stay muted."
+        if digits:
+            await svc.host.answer(room_id, pid, accept=False, source="keypad", in_gather=True)
+        return _xml(twiml.say_then_redirect(line, rejoin))
+    accept = digits == room.accept_keys
+    result = await svc.host.answer(room_id, pid, accept=accept, source="keypad", in_gather=True)
+    if accept and result.ok:
+        line = twiml.ANNOUNCEMENTS["live"]
+    elif result.ok:
+        line = "You stay muted."
+    else:
+        line = f"{result.message.rstrip('.')}. Returning you to the meeting."
+    return _xml(twiml.say_then_redirect(line, rejoin))
+
+
 for _path, _handler in (
+    ("/invite", _invite),
+    ("/invite-keys", _invite_keys),
     ("/prejoin", _prejoin),
     ("/rejoin", _rejoin),
     ("/after-dial", _after_dial),
@@ -611,6 +659,10 @@ async def post_announce() -> Response:
             if _well_formed(_arg("room"), _arg("pid")):
                 pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
         return _xml(twiml.pin_reminder(pin, svc.urls.companion()))
+    if _arg("msg") == "invited":
+        keys = [k if re.fullmatch(r"[*#]?[0-9A-D]", k) else d
+                for k, d in ((_arg("accept"), "1"), (_arg("decline"), "2"))]
+        return _xml(twiml.say(twiml.invite_line(*keys)))
     if _arg("msg") == "help":
         svc = _svc()
         try:
@@ -920,3 +972,35 @@ async def _reconcile_forever(svc: PhoneServices, interval_s: float, me: str) -> 
         except Exception:
             log.exception("periodic reconciliation failed")
         first = False
+
+
+# --- the floor's sweep ---------------------------------------------------------------------------
+
+
+async def sweep_floor(svc: PhoneServices) -> int:
+    """Claim and carry out the invitations and speaking limits that are due (every process
+    runs this; each action is claimed by one). Returns how many actions this one ran."""
+    timing = svc.host.timing
+    actions = await floor.sweep(svc.redis, warn_s=timing.speak_warn_s, grace_s=timing.speak_grace_s,
+                                maxlen=svc.queue.maxlen)
+    for action in actions:
+        try:
+            await svc.host.on_timer(action)
+        except REDIS_ERRORS:
+            raise
+        except Exception:  # one room's trouble must not stop the others
+            log.exception("room %s: floor timer %s failed", action.room, action.kind)
+    return len(actions)
+
+
+async def _sweep_forever(svc: PhoneServices, interval_s: float) -> None:
+    while not svc.stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(svc.stopping.wait(), interval_s)
+            return
+        try:
+            await sweep_floor(svc)
+        except REDIS_ERRORS as exc:
+            log.warning("floor sweep: redis unavailable: %r", exc)
+        except Exception:
+            log.exception("floor sweep failed")

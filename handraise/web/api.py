@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
 from quart import Blueprint, Quart, Response, current_app, g, request, stream_with_context
 from quart_auth import current_user
 from quart_schema import (
@@ -280,13 +288,18 @@ async def _participant(room_id: str, pid: str) -> Participant:
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
+def _whole(value: Any) -> Any:
+    """JSON has one number type: 30.0 is the integer 30 (30.5 and "30" stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _setting_type(s: RoomSetting) -> Any:
     if s.kind == "choice":
         return Literal[s.choices]
     if s.kind == "bool":
         return bool
     if s.kind == "seconds":
-        return Annotated[int, Field(ge=0, le=s.maximum)]
+        return Annotated[int, Field(ge=0, le=s.maximum), BeforeValidator(_whole)]
     return Annotated[str, Field(pattern=r"^[*#]?[0-9A-D]$")]
 
 
@@ -415,11 +428,26 @@ class QueueOut(BaseModel):
     last_event_id: str
 
 
+class InvitationOut(BaseModel):
+    """The room's latest invitation to speak (consent rooms), kept after its answer."""
+
+    participant: str
+    display_name: str
+    status: Literal["pending", "accepted", "declined", "no_answer", "left"]
+    invited_at: Timestamp
+    deadline: Timestamp
+    answered_at: Timestamp | None
+    next: bool = Field(description="Made by call-next: a decline invites the next hand.")
+
+
 class SpeakerState(BaseModel):
-    """Who speaks now (null: nobody)."""
+    """Who speaks now (null: nobody), whether they are over the speaking limit, and the
+    latest invitation to speak (null: none, or not a consent room)."""
 
     room: str
     speaker: SpeakerOut | None
+    over_time: bool = Field(description="The speaker is past the room's speak_limit_s.")
+    invitation: InvitationOut | None
     last_event_id: str
 
 
@@ -730,10 +758,22 @@ async def get_queue(room: str) -> dict[str, Any]:
 @bp.get("/rooms/<id:room>/speaker")
 @validate_response(SpeakerState)
 async def get_speaker(room: str) -> dict[str, Any]:
-    """Who speaks now, and since when."""
-    await _room(room)
+    """Who speaks now, since when, over time or not, and the latest invitation to speak."""
+    r = await _room(room)
     state = await _svc().queue.snapshot(room)
-    return {"room": room, "speaker": _speaker(state), "last_event_id": state.last_event_id}
+    since, limit = state.speaker_since, r.speak_limit_s
+    inv = r.invitation
+    invitation = None
+    if inv is not None:
+        p = state.participant(inv.participant)
+        invitation = {"participant": inv.participant,
+                      "display_name": p.display_name if p else inv.participant,
+                      "status": inv.status, "invited_at": rfc3339(inv.invited_at),
+                      "deadline": rfc3339(inv.deadline), "next": inv.next,
+                      "answered_at": rfc3339(inv.answered_at) if inv.answered_at else None}
+    return {"room": room, "speaker": _speaker(state), "invitation": invitation,
+            "over_time": bool(limit and since and state.now >= since + limit * 1000),
+            "last_event_id": state.last_event_id}
 
 
 # --- the host's actions ------------------------------------------------------------------------

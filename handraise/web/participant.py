@@ -151,6 +151,8 @@ def hand_sentence(live: Live, p: Participant | None) -> str:
     state, room = live.state, live.room
     if p is None:
         return "Your call has ended."
+    if invited(live, p.id):
+        return "The host invites you to speak: go live, or stay muted?"
     if state.speaker == p.id:
         return "You are live — the host called on you."
     hand = state.hand(p.id)
@@ -169,6 +171,19 @@ def hand_sentence(live: Live, p: Participant | None) -> str:
     return "Your hand is down."
 
 
+def invited(live: Live, pid: str) -> bool:
+    """An invitation to speak waits for this caller's answer (consent rooms)."""
+    inv = live.room.invitation
+    return inv is not None and inv.pending and inv.participant == pid and live.state.now < inv.deadline
+
+
+def over_time(live: Live, pid: str) -> bool:
+    """This caller speaks past the room's speaking limit."""
+    state, limit = live.state, live.room.speak_limit_s
+    return bool(limit) and state.speaker == pid and state.speaker_since is not None \
+        and state.now >= state.speaker_since + limit * 1000
+
+
 def spoken(keys: str) -> str:
     return " ".join({"*": "star", "#": "pound"}.get(k, k) for k in keys)
 
@@ -185,7 +200,8 @@ async def render_me(live: Live, pid: str, *, csrf: str = "", error: str | None =
     context = {"live": live, "p": p, "raised": raised, "room": live.room, "error": error,
                "can_reply": can_reply,
                "speaking": live.state.speaker == pid, "csrf_token": csrf,
-               "sentence": hand_sentence(live, p)}
+               "sentence": hand_sentence(live, p), "invited": invited(live, pid),
+               "over_time": over_time(live, pid)}
     return [(name, await render_template(f"participant/_{name}.html", **context))
             for name in ("hand", "controls")]
 
@@ -260,7 +276,7 @@ async def _after(pid: str, room: str, error: str | None = None) -> Any:
 @bp.post("/me/<action>")
 @participant_required("action")
 async def post_me(action: str) -> Any:
-    """Raise, reply, or lower this caller's hand, or save their topic or name."""
+    """Raise, reply or lower this caller's hand, answer an invitation to speak, save topic or name."""
     room, pid = _link()
     if (refused := await _forged(pid)) is not None:
         return refused
@@ -277,6 +293,10 @@ async def post_me(action: str) -> Any:
                 await svc.host.announce(room, pid, "reply_raised", n=position)
         elif action == "lower":
             await svc.queue.lower_hand(room, pid, by="web")
+        elif action in ("accept", "decline"):
+            result = await svc.host.answer(room, pid, accept=action == "accept", source="web")
+            if not result.ok:
+                return await _after(pid, room, result.message)
         elif action == "topic":
             await svc.queue.set_topic(room, pid, form.get("topic", ""))
         elif action == "name":

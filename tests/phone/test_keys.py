@@ -106,6 +106,34 @@ def test_a_synthesized_star_1_inside_10_s_of_speech_is_found_exactly_once() -> N
     assert commands[0].at_ms == pytest.approx(4120.0, abs=10.0)
 
 
+def test_answer_mode_reads_a_bare_1_or_2_only_while_it_is_on() -> None:
+    decoder = KeyDecoder()
+    assert names(decoder.feed_all(presses(("1", 0, 100), ("2", 400, 500)))) == []
+    decoder.answering = True
+    assert names(decoder.feed_all(presses(("1", 1000, 1100)))) == ["accept"]
+    assert names(decoder.feed_all(presses(("2", 1400, 1500)))) == ["decline"]
+    # A command's own keys still mean the command: *1 is a raise, not "*" then "accept".
+    assert names(decoder.feed_all(presses(("*", 2000, 2100), ("1", 2300, 2400)))) == ["raise"]
+    decoder.answering = False
+    assert names(decoder.feed_all(presses(("1", 3000, 3100)))) == []
+
+
+def test_answer_mode_wins_over_a_room_key_of_a_bare_1() -> None:
+    decoder = KeyDecoder({"1": "raise", "2": "lower"})
+    assert names(decoder.feed_all(presses(("1", 0, 100)))) == ["raise"]
+    decoder.answering = True
+    assert names(decoder.feed_all(presses(("1", 500, 600)))) == ["accept"]
+
+
+def test_answer_mode_takes_the_rooms_own_answer_keys() -> None:
+    decoder = KeyDecoder(answers={"*7": "accept", "8": "decline"})
+    decoder.answering = True
+    assert names(decoder.feed_all(presses(("1", 0, 100)))) == []
+    assert names(decoder.feed_all(presses(("*", 400, 500), ("7", 700, 800)))) == ["accept"]
+    assert names(decoder.feed_all(presses(("*", 1400, 1500), ("1", 1700, 1800)))) == ["raise"]
+    assert names(decoder.feed_all(presses(("8", 2400, 2500)))) == ["decline"]
+
+
 def test_a_rooms_keys_make_one_table_for_participants_and_another_for_the_host() -> None:
     from handraise.phone.keys import HOST_ONLY, room_commands, star_digits
     from handraise.rooms import default_settings

@@ -130,20 +130,24 @@ def filter_body(context: Any, body: Any) -> bool:
     return True
 
 
-#: Keys settings -> the key their default ends in (all different: *1, *2, *3, *0, *5 ...).
+#: Keys settings -> the key their default ends in (*1, *2, *3, *0, *5 ...), and whether the
+#: default is a bare key (the answer keys 1 and 2 share their last key with *1 and *2).
 KEYS_ENDING = {s.name: str(s.default)[-1] for s in ROOM_SETTINGS if s.kind == "keys"}
+KEYS_BARE = {s.name for s in ROOM_SETTINGS if s.kind == "keys" and len(str(s.default)) == 1}
 
 
 @schema.hook
 def map_body(context: Any, body: Any) -> Any:
     # Keys: the domain refuses two commands sharing keys (422), across the body and the
     # room's present settings, which JSON Schema cannot describe. Each setting keeps the key
-    # its default ends in (any prefix), so two settings can never meet.
+    # its default ends in, bare if its default is bare and with a prefix if not, so two
+    # settings can never meet.
     if isinstance(body, dict):
         for name, last in KEYS_ENDING.items():
             value = body.get(name)
             if isinstance(value, str) and re.fullmatch(r"[*#]?[0-9A-D]", value):
-                body = {**body, name: value[:-1] + last}
+                prefix = "" if name in KEYS_BARE else (value[:-1] or "*")
+                body = {**body, name: prefix + last}
     return body
 
 
