@@ -281,7 +281,7 @@ async def _has_conference(stack: Stack, room: str) -> bool:
 async def test_a_room_chooses_its_own_answer_keys(redis_server: str, mode: str) -> None:
     async with phone_stack(redis_server) as stack:
         await stack.redis.flushall()
-        room, code = await _consent_room(stack, keypad_mode=mode, accept_keys="*4",
+        room, code = await _consent_room(stack, keypad_mode=mode, accept_keys="*4", reply_keys="#4",
                                          decline_keys="8")
         sid, pid = await stack.join(code, "+15550104821")
         mark = stack.sim.events[-1].seq
