@@ -494,13 +494,36 @@ class HostControls:
             return await self._invite(r, pid)
         return await self._call_on_now(r, pid)
 
+    async def _next_in_call(self, r: Room) -> tuple[str | None, ActionResult]:
+        """The first raised hand of a caller who is in the conference now ("Call on next").
+
+        A hand raised in the pre-join window, or of a caller at a prompt or in the star
+        menu, keeps its place but is passed over until its caller is back in the call:
+        otherwise one caller outside would stop the host calling on anyone.
+        """
+        hands = await self.queue.queue(r.id)
+        if not hands:
+            return None, ActionResult(False, "No hand is raised.")
+        if not r.conference_sid:
+            return None, ActionResult(False, "The conference has not started yet.")
+        for hand in hands:
+            try:
+                p = await self.queue.participant(r.id, hand.participant)
+            except NotFound:
+                continue
+            if (p.conference_sid and p.conference_sid == r.conference_sid
+                    and not await self.redis.exists(prompting_key(r.id, p.id))):
+                return p.id, ActionResult(True, "")
+        return None, ActionResult(False, "No raised hand is in the conference right now: their "
+                                         "callers are still joining or answering a prompt. Try "
+                                         "again in a moment.")
+
     async def _call_on_now(self, r: Room, pid: str | None) -> ActionResult:
         room = r.id
         if pid is None:
-            hands = await self.queue.queue(room)
-            if not hands:
-                return ActionResult(False, "No hand is raised.")
-            pid = hands[0].participant
+            pid, refusal = await self._next_in_call(r)
+            if pid is None:
+                return refusal
         result = await self._set_muted(room, pid, False)
         if not result.ok:
             return result
@@ -520,10 +543,9 @@ class HostControls:
         """Invite ``pid`` (or the first hand) to speak; the caller alone hears it."""
         next_hand = pid is None
         if pid is None:
-            hands = await self.queue.queue(r.id)
-            if not hands:
-                return ActionResult(False, "No hand is raised.")
-            pid = hands[0].participant
+            pid, refusal = await self._next_in_call(r)
+            if pid is None:
+                return refusal
         p = await self.queue.participant(r.id, pid)
         if p.role == "host":  # a host needs nobody's leave to speak
             return await self._call_on_now(r, pid)
