@@ -84,16 +84,18 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):
 class TwilioControl:
     """Outbound REST calls. Create inside a running event loop; ``await close()`` at the end."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0,
+    def __init__(self, settings: Settings, *, timeout: float | None = None,
                  metrics: Metrics | None = None) -> None:
         self.metrics = metrics
+        #: Seconds one REST call may take (``HANDRAISE_TWILIO_TIMEOUT``).
+        self.timeout = settings.twilio_timeout_s if timeout is None else timeout
         self._http: AsyncTwilioHttpClient | None = None
         self._client: Client | None = None
         if settings.twilio_account_sid and settings.twilio_auth_token:
             if settings.twilio_api_url.rstrip("/") == DEFAULT_TWILIO_API_URL:
-                self._http = AsyncTwilioHttpClient(timeout=timeout)
+                self._http = AsyncTwilioHttpClient(timeout=self.timeout)
             else:
-                self._http = _BaseUrlHttpClient(settings.twilio_api_url, timeout=timeout)
+                self._http = _BaseUrlHttpClient(settings.twilio_api_url, timeout=self.timeout)
             self._client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
                                   http_client=self._http)
 
@@ -119,14 +121,22 @@ class TwilioControl:
     async def _call(self, what: str, call: Any) -> RestOutcome:
         assert self._client is not None
         try:
-            await call(self._client)
+            # The async client stores its timeout but does not apply it (twilio 9: each
+            # request passes timeout=None on to aiohttp, which then waits forever).
+            async with asyncio.timeout(self.timeout):
+                await call(self._client)
         except TwilioRestException as exc:
             if exc.status == 404 or exc.code == 20404:
                 log.info("twilio: %s: not found (the call already left)", what)
                 return RestOutcome("gone", "That caller has already left the call.")
             log.warning("twilio: %s failed: %s %s", what, exc.code, exc.msg)
             return RestOutcome("failed", f"Twilio refused to {what} (error {exc.code}): {exc.msg}")
-        except (TwilioException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TimeoutError:
+            log.warning("twilio: %s: no answer within %.1f s", what, self.timeout)
+            return RestOutcome("failed", f"Twilio did not answer within {self.timeout:g} s, so "
+                                         f"could not {what}; nothing was changed. Try again "
+                                         "in a moment.")
+        except (TwilioException, aiohttp.ClientError, OSError) as exc:
             log.warning("twilio: %s failed: %r", what, exc)
             return RestOutcome("failed", f"Could not reach Twilio to {what}; nothing was changed.")
         return RestOutcome("ok")
@@ -393,12 +403,24 @@ class HostControls:
             if not hands:
                 return ActionResult(False, "No hand is raised.")
             pid = hands[0].participant
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        # Twilio first: when it fails or does not answer, the queue is left as it was.
         result = await self._set_muted(room, pid, False)
         if not result.ok:
             return result
         # The turn names the speaker it replaced atomically: of two racing clicks, the
         # later one mutes the earlier speaker, so only one caller stays live.
-        turn = await self.queue.call_on(room, pid, by="host")
+        try:
+            turn = await self.queue.call_on(room, pid, by="host")
+        except Exception:
+            # Unmuted but not made the speaker (Redis went away): mute them again rather
+            # than leave a live caller the queue does not know about.
+            if r.conference_sid:
+                await self.twilio.set_muted(r.conference_sid, self._who(p), True)
+            raise
         if turn is not None and turn.previous:
             await self._set_muted(room, turn.previous, True)
         await self._announce(room, pid, "live")

@@ -76,6 +76,9 @@ class SimConfig:
     background_level_dbm0: float = -65.0
     seed: int | None = None
     webhook_timeout: float = 15.0
+    #: A slow Twilio: each REST request waits this long before it is handled (``math.inf``:
+    #: it is never answered). Read per request, so a test can change it mid-call.
+    rest_delay_s: float = 0.0
 
 
 @dataclass

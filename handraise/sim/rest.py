@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -72,6 +73,13 @@ def rest_blueprint(engine: Engine) -> Blueprint:
     def authed(handler: Handler) -> Handler:
         @wraps(handler)
         async def wrapper(account_sid: str, **kwargs: Any) -> Any:
+            delay = engine.config.rest_delay_s
+            if delay > 0:
+                engine.emit("rest-delayed", None, method=request.method, path=request.path,
+                            delay_s=delay)
+                if math.isinf(delay):
+                    await asyncio.Event().wait()  # hung: only the client giving up ends it
+                await asyncio.sleep(delay)
             try:
                 _check_auth()
                 if account_sid != account:
