@@ -32,11 +32,11 @@ from ..config import DEFAULT_TWILIO_API_URL, Settings
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
 from ..metrics import Metrics
-from ..pins import revoke_pin
+from ..pins import issue_pin, revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import Room, get_room, update_room
 from ..store import Redis, key
-from .twiml import ANNOUNCEMENTS, PhoneUrls
+from .twiml import ANNOUNCEMENTS, KEYPAD_STREAM, PhoneUrls, keypad_stream_params
 
 log = logging.getLogger(__name__)
 
@@ -554,12 +554,26 @@ class HostControls:
             found = await pipe.execute()
         return any(not sid or sid != r.conference_sid for sid in found)
 
+    async def welcome_back(self, r: Room, pid: str, call_sid: str | None) -> None:
+        """A caller who joined while Redis was away (degraded mode), now added to the room,
+        gets what the normal way in gives: a web PIN and, in a ``stream`` room, the keypad
+        stream (their degraded TwiML had none)."""
+        await issue_pin(self.redis, r.id, pid)
+        if r.keypad_mode == "stream" and call_sid:
+            outcome = await self.twilio.start_stream(
+                call_sid, self.urls.media_stream(), name=KEYPAD_STREAM,
+                params=keypad_stream_params(r.id, pid))
+            if not outcome.ok:
+                log.warning("room %s: no keypad stream for %s, who joined while Redis was "
+                            "away: %s", r.id, pid, outcome.message)
+
     @_redis_guarded
     async def reconcile(self, room: str) -> ActionResult:
         """Bring the room's participants in line with Twilio's list (after Redis was away).
 
-        Adds callers who joined while Redis could not record them and refreshes mute and
-        hold. A participant Twilio does not list is removed only when their call is over
+        Adds callers who joined while Redis could not record them (with a web PIN and, in
+        a ``stream`` room, a keypad stream, as the normal way in gives) and refreshes mute
+        and hold. A participant Twilio does not list is removed only when their call is over
         (callers in the pre-join window or a host prompt are not listed, yet still there):
         this also catches a hang-up during the pre-join window, which no callback reports.
         With no conference running, nobody is listed: only the finished calls go.
@@ -584,6 +598,8 @@ class HostControls:
                     log.info("room %s: could not re-add %s: %s", room, x.label, exc.message)
                     continue
                 added += 1
+                if not x.host:
+                    await self.welcome_back(r, x.label, x.call_sid)
             else:
                 await self.queue.update(room, x.label, muted=x.muted, hold=x.hold)
             if r.conference_sid:

@@ -575,6 +575,8 @@ async def _ensure_participant(svc: PhoneServices, room: str, pid: str, form: dic
         log.info("room %s: not recovering %s: %s", room, pid, exc.message)
         return False
     log.info("room %s: recovered participant %s from a conference callback", room, pid)
+    if role == "participant":
+        await svc.host.welcome_back(await get_room(svc.redis, room), pid, form.get("CallSid"))
     return True
 
 
