@@ -36,6 +36,7 @@ from ..pins import issue_pin, revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import Room, get_room, update_room
 from ..store import Redis, key
+from .streams import note_gather
 from .twiml import ANNOUNCEMENTS, KEYPAD_STREAM, PhoneUrls, keypad_stream_params
 
 log = logging.getLogger(__name__)
@@ -559,6 +560,9 @@ class HostControls:
         gets what the normal way in gives: a web PIN and, in a ``stream`` room, the keypad
         stream (their degraded TwiML had none)."""
         await issue_pin(self.redis, r.id, pid)
+        # They are in the conference, past any Gather: the stream's keys are theirs from
+        # the start (without this mark they would be taken for the pre-join window's).
+        await note_gather(self.redis, r.id, pid, "")
         if r.keypad_mode == "stream" and call_sid:
             outcome = await self.twilio.start_stream(
                 call_sid, self.urls.media_stream(), name=KEYPAD_STREAM,

@@ -140,8 +140,14 @@ async def _after_restart(stack: Stack, http: httpx.AsyncClient, room_id: str, be
     assert types[:2] == ["participant_joined", "hand_lowered"]
     assert resumed[0]["data"]["participant"]["id"] == outage_pid
 
-    # Their keypad stream is live in this process.
+    # And the keypad works for them, through the stream started for them.
     await until(lambda: _stream_live(stack, room.id, outage_pid), timeout=15)
+    mark = stack.sim.events[-1].seq
+    await stack.queue.lower_hand(room.id, outage_pid, by="host")
+    stack.sim.press(outage, "*1")
+    await stack.sim.wait_event("heard", call_sid=outage, kind="announcement", after=mark,
+                               text="Hand raised. You are number 2 in line.", timeout=15)
+    assert [h.participant for h in await stack.queue.queue(room.id)] == [a_pid, outage_pid]
     # The stream kept open through the outage caught up too, without duplicates.
     kept_ids = [e["id"] for e in kept if "id" in e]
     assert len(kept_ids) == len(set(kept_ids))
