@@ -6,7 +6,10 @@ Prints:
 - event delivery latency, append -> subscriber, p50/p99, with 1, 10 and 100 subscribers
   on one EventHub (one reader per room, fan-out in process).
 
-Usage: .venv/bin/python bench/queue.py [--ops 4000] [--events 300]
+Usage: .venv/bin/python bench/queue.py [--ops 4000] [--events 300] [--cluster]
+
+``--cluster`` runs the same on a throwaway 3-master Redis Cluster (redis+cluster://), started
+the way the tests start theirs, and prints how long forming it took.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from handraise.events import EventHub, Subscription
 from handraise.queue import Queue
 from handraise.rooms import create_room
-from handraise.store import client_from_url, scratch_redis
+from handraise.store import client_from_url, scratch_cluster, scratch_redis
 
 
 def pct(values: list[float], q: float) -> float:
@@ -119,6 +122,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--ops", type=int, default=4000)
     parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--cluster", action="store_true", help="a 3-master Redis Cluster")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as workdir, scratch_redis(Path(workdir)) as url:
-        asyncio.run(main(args, url))
+    with tempfile.TemporaryDirectory() as workdir:
+        started = time.perf_counter()
+        with (scratch_cluster if args.cluster else scratch_redis)(Path(workdir)) as url:
+            print(f"# {url.split(':')[0]}: ready in {time.perf_counter() - started:.2f} s")
+            asyncio.run(main(args, url))

@@ -88,6 +88,12 @@ def create_app(config: Settings | None = None, *, redis: Redis | None = None) ->
         hooks = HookWorker(client)
         hooks.start()
         stack.push_async_callback(hooks.stop)
+        if twilio.configured:  # "You're next." needs Twilio to say it
+            from .phone.nextup import NextWatcher
+
+            next_up = app.extensions["handraise_next"] = NextWatcher(queue, app.extensions["handraise"].host)
+            next_up.start()
+            stack.push_async_callback(next_up.stop)
 
     @app.after_serving
     async def stop_services() -> None:

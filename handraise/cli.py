@@ -55,7 +55,7 @@ def _print_settings(room: Any) -> None:
         value = getattr(room, s.name)
         shown = ("yes" if value else "no") if s.kind == "bool" else \
             ("off" if s.kind == "seconds" and not value else str(value))
-        print(f"    {s.name:<18} {shown}")
+        print(f"    {s.name:<20} {shown}")
 
 
 async def _rooms_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -174,6 +174,9 @@ async def _rooms_show(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  access code {room.access_code}")
     print("  settings:")
     _print_settings(room)
+    print(f"  host keys on the phone: {room.host_call_next_keys} calls on next, "
+          f"{room.host_done_keys} done, {room.host_queue_keys} hears the queue, "
+          f"{room.host_lower_all_keys} lowers all, {room.host_mute_all_keys} mutes all")
     speaker = people.get(state.speaker) if state.speaker else None
     print(f"  speaker: {speaker.display_name if speaker else '(nobody)'}")
     print(f"  hands ({len(state.queue)}):")

@@ -82,7 +82,9 @@ class Settings:
                 urlsplit(redis_url).port  # noqa: B018 - raises on a malformed host or port
             except ValueError:
                 scheme = ""
-            if scheme not in {"redis", "rediss", "unix"}:
+            if scheme.endswith("+cluster") and urlsplit(redis_url).path not in {"", "/", "/0"}:
+                scheme = ""  # a cluster has only database 0
+            if scheme not in {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}:
                 raise ConfigError(
                     f"HANDRAISE_REDIS_URL is {redis_url!r}: it should hold {_WHAT['HANDRAISE_REDIS_URL']}."
                 )
@@ -200,7 +202,8 @@ _WHAT = {
     "HANDRAISE_PUBLIC_URL": "the public base URL Twilio reaches this server at, "
     "such as https://handraise.example.org (no query string)",
     "HANDRAISE_REDIS_URL": "a Redis URL such as redis://localhost:6379/0 or "
-    "unix:///run/redis.sock, or be unset to use the embedded Redis",
+    "unix:///run/redis.sock (redis+cluster://host:port for a Redis Cluster), or be unset to "
+    "use the embedded Redis",
     "HANDRAISE_DATA_DIR": "a directory for the embedded Redis data",
     "HANDRAISE_SECRET_KEY": "a random string of at least 16 characters that signs host "
     "sessions (for example the output of: python -c 'import secrets; print(secrets.token_hex(32))')",

@@ -76,6 +76,9 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     OSError,
+    # A Redis Cluster with a slot unserved (a primary down, failover under way).
+    redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError,
 )
 
 _ID = re.compile(r"^(\d+)-(\d+)$")

@@ -8,7 +8,8 @@ How delivery works (all state in Redis, so it survives a restart):
 
 * **Fan-out.** Each room is worked by one process at a time (a lease renewed every few
   seconds, ``hr:{room}:hooks:lease``). The process follows the event streams of all its
-  rooms from their cursors with one blocking XREAD (one connection, however many rooms)
+  rooms from their cursors with one blocking XREAD (one connection, however many rooms;
+  on a Redis Cluster one per slot, since one command's keys must share a slot)
   and appends every event a hook wants to that hook's *lane* in the room
   (``hr:{room}:hooks:lane:<hook>``). One script appends to the lanes and moves the cursor
   only if it has not moved past the event yet, so a second process that still believes it
@@ -53,7 +54,7 @@ from .errors import Invalid, NotFound
 from .events import REDIS_ERRORS, Event, last_event_id, parse_id
 from .queue import caller_name, mask_number
 from .rooms import get_room, new_id
-from .store import Redis, global_key, key
+from .store import Redis, global_key, is_cluster, key, slot_of
 
 log = logging.getLogger(__name__)
 
@@ -576,35 +577,80 @@ class HookWorker:
             await _unless(self._stop, asyncio.sleep(self.settings.scan_s))
 
     async def _read(self) -> None:
-        """Follow the event streams of every room this worker holds, in one blocking XREAD.
+        """Follow the event streams of every room this worker holds, with blocking XREADs.
 
-        One connection for all of them (a subscription per room would hold one each, and
-        rooms stay open for weeks), handing each room's events to its runner in order.
+        On one Redis, one XREAD covers every room: one connection for all of them (a
+        subscription per room would hold one each, and rooms stay open for weeks). On a Redis
+        Cluster the keys of one command must share a slot, so there is one XREAD per slot
+        in use (rooms spread over slots by their hash tag: in practice one per room); each
+        hands its events over as soon as it returns, without waiting for the others.
+        Either way each room's events reach its runner in order.
         """
+        reads: dict[int, tuple[asyncio.Future[Any], dict[str, _RoomRunner]]] = {}
         delay = 0.5
-        while not self._stop.is_set():
-            rooms = {key(r, "events"): run for r, run in self._rooms.items() if not run.stopping.is_set()}
-            if not rooms:
-                await _unless(self._stop, asyncio.sleep(self.settings.scan_s))  # a timer
-                continue
-            try:
-                reply = await _unless(self._stop, self.redis.xread(
-                    {stream: run.read_from for stream, run in rooms.items()},
-                    count=500, block=int(self.settings.read_block_s * 1000)))
-                delay = 0.5
-            except REDIS_ERRORS as exc:
-                log.warning("hooks: reading events: redis unavailable (%r); retrying", exc)
+        try:
+            while not self._stop.is_set():
+                rooms = {key(r, "events"): run for r, run in self._rooms.items()
+                         if not run.stopping.is_set()}
+                for group, streams in self._read_groups(rooms).items():
+                    if group not in reads:  # rooms claimed meanwhile join their group's next read
+                        reads[group] = (asyncio.ensure_future(self.redis.xread(
+                            {stream: run.read_from for stream, run in streams.items()},
+                            count=500, block=int(self.settings.read_block_s * 1000))), streams)
+                if not reads:
+                    await _unless(self._stop, asyncio.sleep(self.settings.scan_s))  # a timer
+                    continue
+                stopping = asyncio.ensure_future(self._stop.wait())
+                try:
+                    await asyncio.wait({task for task, _ in reads.values()} | {stopping},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+                lost: BaseException | None = None
+                for group, (task, streams) in list(reads.items()):
+                    if not task.done():
+                        continue
+                    del reads[group]
+                    try:
+                        reply = task.result()
+                    except REDIS_ERRORS as exc:
+                        lost = exc
+                        continue
+                    self._hand_over(reply, streams)
+                if lost is None:
+                    delay = 0.5
+                    continue
+                log.warning("hooks: reading events: redis unavailable (%r); retrying", lost)
                 await _unless(self._stop, asyncio.sleep(delay))  # back-off, not synchronisation
                 delay = min(delay * 2, 10.0)
-                continue
-            for stream, entries in reply or []:
-                run = rooms[stream]
-                for event_id, fields in entries:
-                    run.read_from = event_id
-                    try:
-                        run.inbox.put_nowait(Event.from_entry(event_id, fields))
-                    except (KeyError, ValueError) as exc:
-                        log.error("hooks: room %s: skipping malformed event %s (%s)", run.room, event_id, exc)
+        finally:
+            for task, _ in reads.values():
+                task.cancel()
+            for task, _ in reads.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _read_groups(self, rooms: dict[str, _RoomRunner]) -> dict[int, dict[str, _RoomRunner]]:
+        """The rooms' streams in groups one XREAD may read: all of them, or one per cluster slot."""
+        if not rooms:
+            return {}
+        if not is_cluster(self.redis):
+            return {-1: rooms}
+        groups: dict[int, dict[str, _RoomRunner]] = {}
+        for stream, run in rooms.items():
+            groups.setdefault(slot_of(stream), {})[stream] = run
+        return groups
+
+    @staticmethod
+    def _hand_over(reply: Any, streams: dict[str, _RoomRunner]) -> None:
+        for stream, entries in reply or []:
+            run = streams[stream]
+            for event_id, fields in entries:
+                run.read_from = event_id
+                try:
+                    run.inbox.put_nowait(Event.from_entry(event_id, fields))
+                except (KeyError, ValueError) as exc:
+                    log.error("hooks: room %s: skipping malformed event %s (%s)", run.room, event_id, exc)
 
     # --- hooks and rooms ---
 

@@ -36,6 +36,8 @@ async def issue_pin(redis: Redis, room: str, pid: str, *, ttl_s: int = PIN_TTL_S
         return str(existing)
     for _ in range(100):
         pin = f"{secrets.randbelow(1_000_000):06d}"
+        # The PIN (global) and its owner record (the room's slot) are two steps: until the
+        # second, lookup_pin finds no matching owner and refuses the PIN, so none works early.
         if await redis.set(_pin_key(pin), f"{room}:{pid}", nx=True, ex=ttl_s):
             await redis.set(_owner_key(room, pid), pin, ex=ttl_s)
             return pin
@@ -73,7 +75,8 @@ async def revoke_pin(redis: Redis, room: str, pid: str) -> bool:
     pin = await redis.get(_owner_key(room, pid))
     if not pin:
         return False
-    # Only delete the global key if it still points at this participant.
+    # Only delete the global key if it still points at this participant. Two slots, two
+    # steps: the owner record goes last, and lookup_pin refuses a PIN without it anyway.
     if await redis.get(_pin_key(pin)) == f"{room}:{pid}":
         await redis.delete(_pin_key(pin))
     await redis.delete(_owner_key(room, pid))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from redis.exceptions import ResponseError
 
-from .errors import Invalid, NotFound
+from .errors import Conflict, Invalid, NotFound
 from .events import LUA_EMIT, encode_changes
 from .rooms import DEFAULT_MAXLEN, Role, mark_live, new_id
 from .store import Redis, key
@@ -30,6 +30,17 @@ NAME_MAX = 60
 #: Longest topic note a caller may leave with their hand.
 TOPIC_MAX = 140
 CHANNELS: tuple[Channel, ...] = ("phone", "web")
+#: The most participants a room holds, host included: Twilio's conference maximum
+#: (``maxParticipants`` <= 250, error 16020 beyond it; TWILIO.md §3.1, §8).
+MAX_PARTICIPANTS = 250
+
+
+class RoomFull(Conflict):
+    """The room already holds its maximum of participants (:data:`MAX_PARTICIPANTS`)."""
+
+    def __init__(self, room: str, cap: int) -> None:
+        super().__init__(f"Room {room!r} is full: it already has {cap} participants.")
+        self.cap = cap
 
 
 def mask_number(number: str | None) -> str:
@@ -143,9 +154,12 @@ local function present(pid) return redis.call('SISMEMBER', KEYS[2], pid) == 1 en
 """
 
 _JOIN = _HEAD + """
--- ARGV 4: encoded fields json, 5: typed event fields json
+-- ARGV 4: encoded fields json, 5: typed event fields json, 6: cap (0: none)
 if not is_open() then return redis.error_reply('room closed') end
 if present(ARGV[3]) then return 0 end
+-- The set holds callers in the pre-join window too: the count and the add are one step.
+local cap = tonumber(ARGV[6])
+if cap > 0 and redis.call('SCARD', KEYS[2]) >= cap then return redis.error_reply('room full') end
 local fields = cjson.decode(ARGV[4])
 local at = math.floor(now_us() / 1000)
 redis.call('HSET', KEYS[5], 'joined_at', at)
@@ -308,8 +322,14 @@ class Queue:
         hold: bool = False,
         channels: Iterable[Channel] = ("phone",),
         participant_id: str | None = None,
+        cap: int | None = None,
     ) -> str:
-        """Add a participant (one phone call); returns its id. Joining twice is a no-op."""
+        """Add a participant (one phone call); returns its id. Joining twice is a no-op.
+
+        With ``cap``, a room that already holds ``cap`` participants refuses a newcomer
+        with :class:`RoomFull` (checked and added in one step, so racing callers cannot
+        overfill it); one already present is still a no-op.
+        """
         pid = participant_id or new_id("p")
         chans = _channels(channels)
         encoded = {
@@ -323,7 +343,12 @@ class Queue:
             "number_masked": mask_number(number), "muted": muted, "hold": hold,
             "channels": list(chans),
         }
-        await self._run("join", room, pid, json.dumps(encoded), json.dumps(typed))
+        try:
+            await self._run("join", room, pid, json.dumps(encoded), json.dumps(typed), cap or 0)
+        except ResponseError as exc:
+            if cap and "room full" in str(exc):
+                raise RoomFull(room, cap) from exc
+            raise
         await mark_live(self.redis, room)  # after the join: see rooms.sweep_live_rooms
         return pid
 

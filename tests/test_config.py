@@ -25,6 +25,8 @@ def test_good_settings_are_read() -> None:
     assert Settings.from_env({**GOOD, "HANDRAISE_RECONCILE_INTERVAL": "45"}).reconcile_interval_s == 45
     assert Settings.from_env(GOOD).twilio_timeout_s == 10
     assert Settings.from_env({**GOOD, "HANDRAISE_TWILIO_TIMEOUT": "2.5"}).twilio_timeout_s == 2.5
+    for url in ("redis+cluster://10.0.0.5:7000", "rediss+cluster://:pw@redis.example.org:7000/0"):
+        assert Settings.from_env({**GOOD, "HANDRAISE_REDIS_URL": url}).redis_url == url
 
 
 def test_secrets_never_appear_in_repr() -> None:
@@ -39,6 +41,7 @@ def test_secrets_never_appear_in_repr() -> None:
         ("HANDRAISE_PUBLIC_URL", "hands.example.org"),
         ("HANDRAISE_PUBLIC_URL", "https://x.org/?a=1"),
         ("HANDRAISE_REDIS_URL", "http://localhost:6379"),
+        ("HANDRAISE_REDIS_URL", "redis+cluster://localhost:7000/2"),  # a cluster has only db 0
         ("HANDRAISE_SECRET_KEY", "tiny-secret"),
         ("HANDRAISE_HOST_PASSWORD", "1234"),
         ("TWILIO_ACCOUNT_SID", "AC123"),

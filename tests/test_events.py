@@ -103,9 +103,9 @@ async def test_many_local_subscribers_share_one_reader_per_room(
 
 
 async def test_two_app_instances_on_one_redis_see_the_same_events(
-    redis_server: str, redis: Redis, room: str
+    redis_url: str, redis: Redis, room: str
 ) -> None:
-    settings = Settings(redis_url=redis_server)
+    settings = Settings(redis_url=redis_url)
     app_a, app_b = create_app(settings), create_app(settings)
     async with app_a.test_app(), app_b.test_app():
         svc_a, svc_b = services(app_a), services(app_b)
@@ -142,9 +142,9 @@ async def test_a_subscriber_that_falls_behind_resumes_without_losing_anything(
 
 
 async def test_resuming_from_before_the_capped_stream_announces_a_reset(
-    redis_server: str, room: str
+    redis_url: str, room: str
 ) -> None:
-    client = client_from_url(redis_server)
+    client = client_from_url(redis_url)
     q = Queue(client, maxlen=100)
     try:
         hub = EventHub(client, block_ms=200)

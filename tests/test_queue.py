@@ -9,9 +9,9 @@ import pytest
 
 from handraise.errors import Invalid, NotFound
 from handraise.events import Event, read_events
-from handraise.queue import Queue, Turn, mask_number
+from handraise.queue import Queue, RoomFull, Turn, mask_number
 from handraise.rooms import close_room, create_room
-from handraise.store import Redis
+from handraise.store import Redis, client_from_url
 
 
 @pytest.fixture
@@ -188,6 +188,42 @@ async def test_a_closed_room_refuses_callers_and_forgets_its_state(
         await queue.join(room)
 
 
+async def test_a_room_at_its_cap_refuses_a_newcomer_without_a_trace(
+    redis: Redis, queue: Queue, room: str
+) -> None:
+    people = [await queue.join(room, cap=5) for _ in range(5)]
+    before = await events_of(redis, room)
+    with pytest.raises(RoomFull) as refused:
+        await queue.join(room, cap=5, participant_id="p-late")
+    assert refused.value.cap == 5 and refused.value.status == 409
+    assert len((await queue.snapshot(room)).participants) == 5
+    assert await events_of(redis, room) == before  # no event, no hash left behind
+    assert not await redis.exists(f"hr:{{{room}}}:p:p-late")
+    # Someone already in (a retried webhook) is still a no-op, not a refusal.
+    assert await queue.join(room, cap=5, participant_id=people[0]) == people[0]
+    # Without a cap (a caller Twilio already has in its conference) nobody is refused.
+    await queue.join(room)
+    # A seat freed by a leave is taken again.
+    await queue.leave(room, people[1])
+    await queue.leave(room, people[2])
+    await queue.join(room, cap=5)
+    with pytest.raises(RoomFull):
+        await queue.join(room, cap=5)
+
+
+async def test_racing_joins_never_overfill_a_room(queue: Queue, room: str) -> None:
+    async def attempt() -> bool:
+        try:
+            await queue.join(room, cap=10)
+            return True
+        except RoomFull:
+            return False
+
+    results = await asyncio.gather(*(attempt() for _ in range(40)))
+    assert sum(results) == 10
+    assert len((await queue.snapshot(room)).participants) == 10
+
+
 async def test_unknown_source_is_refused(queue: Queue, room: str) -> None:
     a = await queue.join(room)
     with pytest.raises(Invalid):
@@ -195,10 +231,11 @@ async def test_unknown_source_is_refused(queue: Queue, room: str) -> None:
 
 
 async def test_200_concurrent_raises_and_lowers_from_phone_and_web_stay_consistent(
-    redis: Redis, room: str
+    redis: Redis, redis_url: str, room: str
 ) -> None:
     # Two separate clients play the phone and web channels, as two processes would.
-    phone_q, web_q = Queue(redis), Queue(redis.__class__(connection_pool=redis.connection_pool))
+    web_client = client_from_url(redis_url)
+    phone_q, web_q = Queue(redis), Queue(web_client)
     people = [await phone_q.join(room) for _ in range(20)]
     mark = (await events_of(redis, room))[-1].id
     effective = {"raise": 0, "lower": 0}
@@ -214,7 +251,10 @@ async def test_200_concurrent_raises_and_lowers_from_phone_and_web_stay_consiste
                 lowered = await q.lower_hand(room, pid, by=source)  # type: ignore[arg-type]
                 effective["lower"] += lowered
 
-    await asyncio.gather(channel(phone_q, 1, "keypad"), channel(web_q, 2, "web"))
+    try:
+        await asyncio.gather(channel(phone_q, 1, "keypad"), channel(web_q, 2, "web"))
+    finally:
+        await web_client.aclose()
 
     events = await events_of(redis, room, mark)
     assert sum(e.type == "hand.raised" for e in events) == effective["raise"]

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -34,10 +35,20 @@ from ..events import REDIS_ERRORS
 from ..metrics import Metrics
 from ..pins import issue_pin, revoke_pin
 from ..queue import Participant, Queue
-from ..rooms import Room, get_room, update_room
+from ..rooms import SETTINGS_BY_NAME, Room, get_room, update_room
 from ..store import Redis, key
+from .keys import room_commands
 from .streams import note_gather
-from .twiml import ANNOUNCEMENTS, KEYPAD_STREAM, PhoneUrls, keypad_stream_params
+from .twiml import (
+    ANNOUNCEMENTS,
+    COMMAND_PHRASES,
+    KEYPAD_STREAM,
+    PhoneUrls,
+    keypad_stream_params,
+    queue_line,
+    spoken_name,
+    where_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +234,32 @@ class RemoteParticipant:
 
 
 PROMPT_TTL_S = 120
+#: How long a private sentence waits in Redis for Twilio to fetch it (seconds).
+NOTE_TTL_S = 300
+
+
+def note_key(room: str, note: str) -> str:
+    """A private sentence for one caller, named in the AnnounceUrl by a random token."""
+    return key(room, "note", note)
+
+
+def key_options(room: Room, *, host: bool) -> list[tuple[str, str]]:
+    """(keys, what they do) of one caller's keypad commands in ``room``, as spoken help says
+    them: the participants' commands, or the host's (with help). A command without a phrase
+    in :data:`COMMAND_PHRASES` (another feature's) is named by its setting's label."""
+    options = []
+    for seq, command in room_commands(room.keys(), host=host).items():
+        if command == "host_only":
+            continue
+        phrase = "hear these keys again" if host and command == "help" else COMMAND_PHRASES.get(command)
+        if phrase is None:
+            setting = SETTINGS_BY_NAME.get(f"{command}_keys")
+            label = setting.label if setting else command.replace("_", " ")
+            phrase = label.lower().removesuffix(" keys")
+        options.append((seq, phrase))
+    # Help last: "... star 0 to hear this again" reads best at the end.
+    options.sort(key=lambda o: o[0] == room.help_keys)
+    return options
 #: Call statuses after which a call cannot come back (anything else may still join).
 CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
@@ -381,6 +418,54 @@ class HostControls:
             return ActionResult(False, f"There is no announcement {key!r}.", pid)
         outcome = await self._announce(room, pid, key, n)
         return ActionResult(outcome.ok, outcome.message or "Announced.", pid)
+
+    @_redis_guarded
+    async def tell(self, room: str, pid: str, text: str) -> ActionResult:
+        """Say ``text`` to ``pid`` only (the host's keypad answers, "where am I?").
+
+        The sentence waits in Redis under a random token named in the AnnounceUrl, so no
+        name or number is ever in a URL Twilio logs.
+        """
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if not r.conference_sid:
+            return ActionResult(False, "The conference has not started yet.", pid)
+        note = secrets.token_urlsafe(12)
+        await self.redis.set(note_key(room, note), text, ex=NOTE_TTL_S)
+        outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
+                                                self.urls.announce_note(room, pid, note))
+        return ActionResult(outcome.ok, outcome.message or "Told them.", pid)
+
+    @_redis_guarded
+    async def tell_where(self, room: str, pid: str) -> ActionResult:
+        """Tell ``pid`` privately whether their hand is up and their place in line (star 3)."""
+        state = await self.queue.snapshot(room)
+        position = next((h.position for h in state.queue if h.participant == pid), None)
+        return await self.tell(room, pid, where_line(position, speaking=state.speaker == pid))
+
+    @_redis_guarded
+    async def tell_help(self, room: str, pid: str) -> ActionResult:
+        """Tell ``pid`` privately the room's keys, their web PIN and the page address (star 0)."""
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if not r.conference_sid:
+            return ActionResult(False, "The conference has not started yet.", pid)
+        outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
+                                                self.urls.announce_help(room, pid))
+        return ActionResult(outcome.ok, outcome.message or "Told them the keys.", pid)
+
+    @_redis_guarded
+    async def queue_report(self, room: str) -> ActionResult:
+        """How many hands are up and whose is next: "Three hands up. Next: caller ending 4 8 2 1." """
+        state = await self.queue.snapshot(room)
+        head = next((h for h in state.queue if h.position == 1), None)
+        p = state.participant(head.participant) if head else None
+        return ActionResult(True, queue_line(len(state.queue), spoken_name(p.display_name)
+                                             if p else None))
 
     @_redis_guarded
     async def remind_pin(self, room: str, pid: str) -> ActionResult:
@@ -610,12 +695,22 @@ class HostControls:
                 await set_conference(self.redis, room, x.label, r.conference_sid)
         listed = {x.label for x in remote}
         removed = 0
+        host_gone = False
         for p in state.participants:
             if p.id in listed or not p.call_sid:
                 continue
             if await self.twilio.call_status(p.call_sid) in CALL_OVER:
+                # A host who was in the conference has the field (set to '' on stepping out);
+                # one who hung up before ever joining has not, and ends nothing.
+                joined = bool(await self.redis.hexists(key(room, "p", p.id), "conference_sid"))
                 removed += await forget_participant(self.queue, room, p.id, reason="gone")
+                host_gone = host_gone or (p.role == "host" and joined)
         log.info("room %s: reconciled with Twilio (%d added, %d removed)", room, added, removed)
+        if host_gone and r.end_on_host_exit and r.conference_sid:
+            # A star room's host who hung up in the key menu (outside the conference, so no
+            # callback, and joined without endConferenceOnExit): the meeting ends as promised.
+            ended = await self.end_conference(room)
+            log.info("room %s: the host's call is over; %s", room, ended.message)
         return ActionResult(True, f"Reconciled with Twilio: {added} added, {removed} removed.")
 
 
@@ -630,6 +725,38 @@ ROOM_ACTIONS: dict[str, RoomAction] = {
     "mute-all": lambda h, r: h.mute_all(r),
     "end": lambda h, r: h.end_conference(r),
 }
+#: The host's keypad commands (phone/keys.py names) -> the room action they run.
+HOST_KEY_ACTIONS: dict[str, RoomAction] = {
+    # Looked up at each press: whatever the dashboard's button does, the key does.
+    "host_call_next": lambda h, r: ROOM_ACTIONS["call-next"](h, r),
+    "host_done": lambda h, r: ROOM_ACTIONS["done"](h, r),
+    "host_lower_all": lambda h, r: ROOM_ACTIONS["lower-all"](h, r),
+    "host_mute_all": lambda h, r: ROOM_ACTIONS["mute-all"](h, r),
+    "host_queue": lambda h, r: h.queue_report(r),
+}
+
+
+async def host_key(host: HostControls, room: str, pid: str, command: str) -> ActionResult:
+    """A host's keypad command: the same action as the dashboard's button, and the host hears
+    its sentence privately. A participant never runs one (checked here too, not only by
+    their key table): they hear "That key is for the host." """
+    action = HOST_KEY_ACTIONS.get(command)
+    if action is None:
+        return ActionResult(False, f"There is no host key command {command!r}.")
+    try:
+        caller = await host.queue.participant(room, pid)
+    except HandraiseError as exc:
+        return ActionResult(False, exc.message, pid)
+    if caller.role != "host":
+        log.warning("room %s: participant %s pressed the host's %s; refused", room, pid, command)
+        await host.announce(room, pid, "host_only")
+        return ActionResult(False, "That key is for the host.", pid)
+    result = await action(host, room)
+    log.info("room %s: host %s by keypad: %s", room, command, result.message)
+    told = await host.tell(room, pid, result.message)
+    if not told.ok:
+        log.info("room %s: could not tell host %s privately: %s", room, pid, told.message)
+    return result
 #: The host's buttons for one participant (rename also takes the new name).
 PARTICIPANT_ACTIONS: dict[str, ParticipantAction] = {
     "call-on": lambda h, r, p: h.call_on(r, p),

@@ -121,6 +121,13 @@ class Stop:
 Message = Connected | Start | Media | Dtmf | Mark | Stop
 
 _DIGITS = frozenset("0123456789*#ABCD")
+_EVENTS = frozenset({"connected", "start", "media", "stop", "dtmf", "mark"})
+
+
+def _show(value: Any) -> str:
+    """``value`` as a short repr: a refusal is logged, and the sender chooses what it holds."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _obj(value: Any, what: str) -> dict[str, Any]:
@@ -144,12 +151,12 @@ def _count(obj: Mapping[str, Any], name: str, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise FrameError(f"{where}.{name} must be a count, not {value!r}.")
+        raise FrameError(f"{where}.{name} must be a count, not {_show(value)}.")
     if isinstance(value, int) and value >= 0:
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
-    raise FrameError(f"{where}.{name} must be a count as a string of digits, not {value!r}.")
+    raise FrameError(f"{where}.{name} must be a count as a string of digits, not {_show(value)}.")
 
 
 def _payload(media: Mapping[str, Any]) -> bytes:
@@ -178,7 +185,7 @@ def _start(msg: Mapping[str, Any], seq: int | None) -> Start:
     if (fmt.get("encoding"), str(fmt.get("sampleRate")), str(fmt.get("channels"))) != (
             ENCODING, str(SAMPLE_RATE), "1"):
         raise FrameError(f"start.mediaFormat must be {ENCODING} at {SAMPLE_RATE} Hz, one channel; "
-                         f"got {fmt!r}.")
+                         f"got {_show(fmt)}.")
     tracks = start.get("tracks", ["inbound"])
     if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
         raise FrameError("start.tracks must be a list of strings.")
@@ -218,6 +225,8 @@ def parse_message(raw: str | bytes) -> Message:
     event = msg.get("event")
     if not isinstance(event, str):
         raise FrameError("message has no event name.")
+    if event not in _EVENTS:  # before any field is checked: refusals name only known events
+        raise FrameError(f"unknown event {_show(event)}.")
     seq = _count(msg, "sequenceNumber", "message")
     if event == "connected":
         return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
@@ -238,13 +247,13 @@ def parse_message(raw: str | bytes) -> Message:
         dtmf = _obj(msg.get("dtmf"), "dtmf")
         digit = _str(dtmf, "digit", "dtmf")
         if digit not in _DIGITS:
-            raise FrameError(f"dtmf.digit must be one keypad key, not {digit!r}.")
+            raise FrameError(f"dtmf.digit must be one keypad key, not {_show(digit)}.")
         return Dtmf(stream_sid=sid, track=_str(dtmf, "track", "dtmf", required=False),
                     digit=digit, sequence=seq)
     if event == "mark":
         mark = _obj(msg.get("mark", {}), "mark")
         return Mark(stream_sid=sid, name=str(mark.get("name", "")), sequence=seq)
-    raise FrameError(f"unknown event {event[:40]!r}.")
+    raise FrameError(f"unknown event {_show(event)}.")
 
 
 State = Literal["new", "connected", "started", "stopped"]

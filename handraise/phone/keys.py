@@ -29,12 +29,57 @@ from types import MappingProxyType
 from handraise.dsp.dtmf import DigitEvent, DigitStart
 from handraise.dsp.tones import KEYS
 
-__all__ = ["DEFAULT_COMMANDS", "KeyCommand", "KeyDecoder"]
+__all__ = ["DEFAULT_COMMANDS", "HOST_ONLY", "KeyCommand", "KeyDecoder", "room_commands",
+           "star_digits"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMMANDS: Mapping[str, str] = MappingProxyType({"*1": "raise", "*2": "lower"})
 """Key sequence -> command name."""
+
+#: The command a participant's table gives the host's keys: a polite "that key is for the
+#: host", never a host action.
+HOST_ONLY = "host_only"
+_HOST = "host_"
+#: Commands the host's own table keeps besides the host's (``host_*``) ones.
+_HOST_ALSO = frozenset({"help"})
+
+
+def room_commands(keys: Mapping[str, str], *, host: bool) -> dict[str, str]:
+    """One caller's key table from a room's keys settings.
+
+    Parameters
+    ----------
+    keys : mapping of str to str
+        Setting name -> key sequence, for every setting of kind "keys" (``{"raise_keys":
+        "*1", "host_done_keys": "*6", ...}``). A command is named after its setting:
+        ``raise_keys`` -> ``"raise"``, ``host_done_keys`` -> ``"host_done"``.
+    host : bool
+        The host's table: the ``host_*`` commands and help. A participant's: every other
+        command, and the host's keys as :data:`HOST_ONLY`.
+
+    Returns
+    -------
+    dict of str to str
+        Key sequence -> command name, for :class:`KeyDecoder`.
+    """
+    table: dict[str, str] = {}
+    for name, seq in keys.items():
+        command = name.removesuffix("_keys")
+        if command.startswith(_HOST):
+            table[seq] = command if host else HOST_ONLY
+        elif not host or command in _HOST_ALSO:
+            table[seq] = command
+    return table
+
+
+def star_digits(commands: Mapping[str, str]) -> dict[str, str]:
+    """The commands a star-mode menu reads: ``*`` steps out, the next key picks one.
+
+    ``{"*1": "raise", "#3": "x"}`` -> ``{"1": "raise"}``: only sequences of ``*`` and one key
+    can be typed that way.
+    """
+    return {seq[1:]: name for seq, name in commands.items() if len(seq) == 2 and seq[0] == "*"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,10 +38,10 @@ from quart import Blueprint, Quart, current_app, websocket
 
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
-from .control import prompting_key
+from .control import host_key, prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
 from .keypad import MAX_QUEUED, KeypadBank, KeypadListener, Outcome
-from .keys import DEFAULT_COMMANDS, KeyCommand
+from .keys import DEFAULT_COMMANDS, HOST_ONLY, KeyCommand, room_commands
 from .security import twilio_signed_websocket
 from .streams import (
     LIVE_REFRESH_S,
@@ -57,9 +57,6 @@ from .streams import (
 if TYPE_CHECKING:
     from ..store import Redis
     from .webhooks import PhoneServices
-
-#: Star 0 in the conference: hear the companion page's address and the web PIN again.
-PIN_KEYS = "*0"
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +209,8 @@ class MediaStream:
         self.slot: int | None = None
         self.room = ""
         self.pid = ""
+        #: The host's leg (stream rooms fork it too): it has no pre-join window.
+        self.host = False
         self.started = time.monotonic()
         self.odd_size_logged = False
         self.early: list[bytes] = []
@@ -330,7 +329,8 @@ class MediaStream:
                 log.warning("media stream (%s): call %s is not this participant's; refused",
                             self.label, start.call_sid[-6:])
                 return None
-            commands = {PIN_KEYS: "pin", room.raise_keys: "raise", room.lower_keys: "lower"}
+            self.host = participant.role == "host"
+            commands = room_commands(room.keys(), host=self.host)
         return commands
 
     async def finish(self) -> None:
@@ -401,6 +401,8 @@ class MediaStream:
             log.debug("media stream (%s): %s during a host prompt; the prompt reads it",
                       self.label, command.keys)
             return False
+        if self.host:
+            return True  # the host joins at once: no pre-join Gather to leave keys to
         mark = await last_gather(redis, room, pid)
         if mark is None:
             if time.monotonic() - self.started < PREJOIN_LIMIT_S:
@@ -429,9 +431,18 @@ class MediaStream:
             log.info("room %s: %s pressed %s in the conference (%s)", room, pid, command.keys,
                      "hand lowered" if lowered else "no hand was raised")
             result = await svc.host.announce(room, pid, "lowered" if lowered else "not_raised")
-        elif command.name == "pin":
-            log.info("room %s: %s asked for their web PIN again (%s)", room, pid, command.keys)
-            result = await svc.host.remind_pin(room, pid)
+        elif command.name == "where":
+            log.info("room %s: %s asked where their hand is (%s)", room, pid, command.keys)
+            result = await svc.host.tell_where(room, pid)
+        elif command.name == "help":
+            log.info("room %s: %s asked for the keys and their web PIN (%s)", room, pid, command.keys)
+            result = await svc.host.tell_help(room, pid)
+        elif command.name == HOST_ONLY:
+            log.info("room %s: %s pressed the host's %s; nothing done", room, pid, command.keys)
+            result = await svc.host.announce(room, pid, HOST_ONLY)
+        elif command.name.startswith("host_"):
+            await host_key(svc.host, room, pid, command.name)
+            return
         else:
             log.debug("media stream (%s): no action for %r", self.label, command.name)
             return

@@ -264,7 +264,8 @@ async def streams_to_resume(redis: Redis, room: Room, *, me: str, grace_s: float
                             ) -> list[Participant]:
     """Callers of ``room`` (keypad mode ``stream``) in its conference with no live stream.
 
-    Only participants (hosts get no stream) with a call, in the room's running conference,
+    Callers (participants, and hosts: their leg is streamed for the host's keys) with a
+    call, in the room's running conference,
     who dialled in at least ``grace_s`` ago (a stream just started by TwiML has had time
     to say it is live), and whose call had a stream (a self-test record): a caller who
     joined without one (the room was in ``star`` mode then, with ``hangupOnStar`` on their
@@ -291,7 +292,7 @@ async def streams_to_resume(redis: Redis, room: Room, *, me: str, grace_s: float
         if not h or not had_stream:
             continue
         p = _participant(room.id, pid, h)
-        if (p.role == "participant" and p.call_sid and p.conference_sid == room.conference_sid
+        if (p.call_sid and p.conference_sid == room.conference_sid
                 and p.joined_at <= cutoff_ms):
             out.append(p)
     return out

@@ -29,7 +29,26 @@ ANNOUNCEMENTS: dict[str, str] = {
     "raised": "Hand raised. You are number {n} in line.",
     "muted": "You have been muted.",
     "unavailable": "Hand raising is briefly unavailable. Please stay on the line.",
+    "next": "You're next.",
+    "host_only": "That key is for the host.",
 }
+
+#: What each keypad command does, as the help (star 0) and the star menu say it. A command
+#: not listed here (another feature's) is named by its setting's label instead.
+COMMAND_PHRASES: dict[str, str] = {
+    "raise": "raise your hand",
+    "lower": "lower it",
+    "where": "hear your place in line",
+    "help": "hear the keys, your web PIN and the page address",
+    "host_call_next": "call on the next hand",
+    "host_done": "end the speaker's turn",
+    "host_queue": "hear the queue",
+    "host_lower_all": "lower all hands",
+    "host_mute_all": "mute everyone",
+}
+_NUMBERS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten",
+            "Eleven", "Twelve", "Thirteen", "Fourteen", "Fifteen", "Sixteen", "Seventeen",
+            "Eighteen", "Nineteen", "Twenty")
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,15 @@ def room_closed() -> str:
     return _xml(r)
 
 
+def meeting_full(limit: int) -> str:
+    """A caller over the room's limit (Twilio's conference maximum): say so, then hang up."""
+    r = VoiceResponse()
+    r.say(f"This meeting is full: it already has {limit} callers, the most a call can have. "
+          "Please try again later.")
+    r.hangup()
+    return _xml(r)
+
+
 def _dial(r: VoiceResponse, join: ConferenceJoin) -> None:
     dial = r.dial(action=join.action_url, method="POST", hangup_on_star=join.hangup_on_star or None)
     dial.conference(
@@ -114,9 +142,20 @@ def _dial(r: VoiceResponse, join: ConferenceJoin) -> None:
     )
 
 
-def join_conference(join: ConferenceJoin, *, before: tuple[str, ...] = ()) -> str:
-    """Optional spoken lines, then ``<Dial><Conference>``."""
+def _start_stream(r: VoiceResponse, url: str, params: Mapping[str, str] | None) -> None:
+    start = r.start()
+    stream = start.stream(url=url, name=KEYPAD_STREAM, track="inbound_track")
+    for name, value in (params or {}).items():
+        stream.parameter(name=name, value=value)
+
+
+def join_conference(join: ConferenceJoin, *, before: tuple[str, ...] = (),
+                    stream_url: str | None = None,
+                    stream_params: Mapping[str, str] | None = None) -> str:
+    """Optional media fork (the host's leg in stream rooms), spoken lines, ``<Dial><Conference>``."""
     r = VoiceResponse()
+    if stream_url is not None:
+        _start_stream(r, stream_url, stream_params)
     for line in before:
         r.say(line)
     _dial(r, join)
@@ -138,10 +177,7 @@ def prejoin(
     """Participant before the conference: optional media fork, then a short raise window."""
     r = VoiceResponse()
     if stream_url is not None:
-        start = r.start()
-        stream = start.stream(url=stream_url, name=KEYPAD_STREAM, track="inbound_track")
-        for name, value in (stream_params or {}).items():
-            stream.parameter(name=name, value=value)
+        _start_stream(r, stream_url, stream_params)
     g = r.gather(
         input="dtmf",
         num_digits=len(raise_keys),
@@ -165,16 +201,62 @@ def participant_join(
     hand_line: str | None,
     pin: str | None,
     companion_url: str | None,
+    help_keys: str = "*0",
 ) -> str:
-    """Confirm the hand (if any), read the web PIN, then join the conference."""
+    """Confirm the hand (if any), read the web PIN, mention the help keys once, then join."""
     lines: list[str] = []
     if hand_line:
         lines.append(hand_line)
     if pin:
         lines.append(pin_line(pin, companion_url))
-        lines.append("To hear it again in the meeting, press star 0.")
+    lines.append(f"For this meeting's keys, your web PIN and the page address, press "
+                 f"{_spoken_keys(help_keys)} in the meeting.")
     lines.append("Joining the meeting now.")
     return join_conference(join, before=tuple(lines))
+
+
+def spoken_number(n: int) -> str:
+    """``3`` -> ``"Three"`` (up to twenty; digits above)."""
+    return _NUMBERS[n] if 0 <= n < len(_NUMBERS) else str(n)
+
+
+def spoken_name(display_name: str) -> str:
+    """``"Caller 4821"`` -> ``"caller ending 4 8 2 1"``; a typed name as it is."""
+    if display_name.startswith("Caller ") and display_name[7:].isdigit():
+        return "caller ending " + " ".join(display_name[7:])
+    return display_name
+
+
+def keys_line(options: list[tuple[str, str]]) -> str:
+    """``[("*1", "raise your hand"), ("*2", "lower it")]`` -> "Press star 1 to raise your
+    hand, star 2 to lower it." (keys may also be bare digits, as the star menu reads them)."""
+    parts = [f"{_spoken_keys(keys)} to {what}" for keys, what in options]
+    return "Press " + ", ".join(parts) + "." if parts else ""
+
+
+def where_line(position: int | None, *, speaking: bool = False) -> str:
+    """The private answer to "where am I?" (star 3)."""
+    if speaking:
+        return "You are live: the host called on you."
+    if position is None:
+        return "Your hand is not raised."
+    return f"Your hand is raised. You are number {position} in line."
+
+
+def queue_line(hands: int, next_name: str | None) -> str:
+    """The host's private answer to "hear the queue": "Three hands up. Next: caller ending 4 8 2 1." """
+    if hands == 0:
+        return "No hands up."
+    count = f"{spoken_number(hands)} hand{'s' if hands != 1 else ''} up."
+    return f"{count} Next: {spoken_name(next_name)}." if next_name else count
+
+
+def say(text: str) -> str:
+    """A private announcement of one sentence (participant AnnounceUrl): Say only."""
+    r = VoiceResponse()
+    if text:
+        r.say(text)
+    return _xml(r)
 
 
 def pin_line(pin: str, companion_url: str | None) -> str:
@@ -211,12 +293,17 @@ def host_prompt(action_url: str, rejoin_url: str, *, raise_keys: str, lower_keys
     return _xml(r)
 
 
-def star_menu(action_url: str, rejoin_url: str) -> str:
-    """``star`` keypad mode: the caller pressed * and stepped out; read one key, then back."""
+def star_menu(action_url: str, rejoin_url: str,
+              options: list[tuple[str, str]] | None = None) -> str:
+    """``star`` keypad mode: the caller pressed * and stepped out; read one key, then back.
+
+    ``options`` are (key, what it does) as :func:`keys_line` says them.
+    """
     r = VoiceResponse()
     g = r.gather(input="dtmf", num_digits=1, finish_on_key="", timeout=4, action=action_url,
                  method="POST")
-    g.say("Press 1 to raise your hand, 2 to lower it, 0 to hear your web PIN.")
+    g.say(keys_line(options) if options else
+          "Press 1 to raise your hand, 2 to lower it, 0 to hear your web PIN.")
     r.redirect(rejoin_url, method="POST")
     return _xml(r)
 
@@ -323,6 +410,14 @@ class PhoneUrls:
     def companion(self) -> str:
         """The companion page's address as callers hear it."""
         return self.companion_url or self._u("/join")
+
+    def announce_note(self, room: str, pid: str, note: str) -> str:
+        """A private sentence kept in Redis under ``note`` (so no text is in a URL)."""
+        return self._u("/voice/announce", msg="note", room=room, pid=pid, note=note)
+
+    def announce_help(self, room: str, pid: str) -> str:
+        """The private help (star 0): the handler looks up the keys and the PIN."""
+        return self._u("/voice/announce", msg="help", room=room, pid=pid)
 
     def announce_pin(self, room: str, pid: str) -> str:
         """The private PIN reminder: the announce handler looks the PIN up (never in a URL)."""

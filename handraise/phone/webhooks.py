@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from ..config import Settings
 from ..errors import HandraiseError, NotFound
 from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
-from ..queue import Queue, Source, mask_number
+from ..queue import MAX_PARTICIPANTS, Queue, RoomFull, Source, mask_number
 from ..rooms import (
     Role,
     Room,
@@ -41,15 +42,19 @@ from ..store import Redis, key
 from . import twiml
 from .control import (
     CALL_OVER,
+    HOST_KEY_ACTIONS,
     HostControls,
     TwilioControl,
     clear_conference,
     ended_key,
     forget_participant,
+    key_options,
+    note_key,
     prompting_key,
     remember_ended,
     set_conference,
 )
+from .keys import HOST_ONLY, room_commands, star_digits
 from .security import twilio_signed
 from .streams import note_gather, streams_to_resume
 
@@ -224,6 +229,15 @@ def _arg(name: str) -> str:
     return request.args.get(name, "")
 
 
+#: Room and participant ids as this app writes them into callback URLs and labels.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _well_formed(*ids: str) -> bool:
+    """True if every id could be one of ours (else it must reach neither Redis keys nor TwiML)."""
+    return all(_ID.fullmatch(i) for i in ids)
+
+
 async def _participant_id(svc: PhoneServices, room: str, call_sid: str) -> str:
     """One participant per call, even when Twilio retries the webhook."""
     pid = new_id("p")
@@ -244,8 +258,10 @@ def _join_spec(svc: PhoneServices, room: Room, pid: str, *, role: Role, muted: b
         action_url=svc.urls.after_dial(room.id, pid),
         muted=muted,
         host=host,
-        end_on_exit=host and room.end_on_host_exit,
-        hangup_on_star=not host and room.keypad_mode == "star",
+        # In star rooms the host's * steps out too (their keys), which must not end the
+        # meeting: the app ends it when the host's call is over (_host_left).
+        end_on_exit=host and room.end_on_host_exit and room.keypad_mode != "star",
+        hangup_on_star=room.keypad_mode == "star",
     )
 
 
@@ -266,6 +282,8 @@ async def _recover(svc: PhoneServices, room_id: str, pid: str, exc: BaseExceptio
     if isinstance(exc, REDIS_ERRORS):
         svc.dirty.add(room_id)
         log.warning("room %s: redis unavailable during a call of %s: %r", room_id, pid, exc)
+    elif isinstance(exc, HandraiseError):  # e.g. removed by the host while out of the conference
+        log.info("room %s: %s: %s; back in muted", room_id, pid, exc.message)
     else:
         log.exception("room %s: webhook failed for %s", room_id, pid, exc_info=exc)
     room = _room_for_recovery(svc, room_id)
@@ -284,8 +302,16 @@ def _guarded(handler: Callable[[PhoneServices, dict[str, str]], Awaitable[Respon
     async def run() -> Response:
         svc = _svc()
         form = await _form()
+        if not _well_formed(_arg("room"), _arg("pid")):
+            # Not a URL of ours, though signed: nothing to join them to. Say so and hang up.
+            log.warning("%s: malformed room or participant id in the URL; the caller is told",
+                        request.path)
+            return _xml(twiml.apology())
         try:
             return await handler(svc, form)
+        except RoomFull as exc:  # a caller the room forgot came back to a full room
+            log.info("room %s: %s refused on return: the room is full", _arg("room"), _arg("pid"))
+            return _xml(twiml.meeting_full(exc.cap))
         except Exception as exc:  # Twilio must always get TwiML
             return await _recover(svc, _arg("room"), _arg("pid"), exc)
 
@@ -353,16 +379,24 @@ async def post_incoming() -> Response:
         pid = await _participant_id(svc, room.id, call_sid)
         await svc.queue.join(room.id, role=role, call_sid=call_sid or None, label=pid,
                              number=form.get("From") or None, muted=role != "host",
-                             participant_id=pid)
+                             participant_id=pid, cap=MAX_PARTICIPANTS)
         log.info("room %s: %s %s joining from %s", room.id, role, pid, mask_number(form.get("From")))
         if role == "host":
+            # Stream rooms fork the host's leg too: the host's keys (call next, mute all...).
+            host_stream = svc.urls.media_stream() if room.keypad_mode == "stream" else None
             return _xml(twiml.join_conference(_join_spec(svc, room, pid, role="host", muted=False),
-                                              before=("Welcome, host. Starting the meeting.",)))
+                                              before=("Welcome, host. Starting the meeting.",),
+                                              stream_url=host_stream,
+                                              stream_params=twiml.keypad_stream_params(room.id, pid)))
         await issue_pin(svc.redis, room.id, pid)
         stream = svc.urls.media_stream() if room.keypad_mode == "stream" else None
         return _xml(twiml.prejoin(svc.urls.prejoin(room.id, pid), raise_keys=room.raise_keys,
                                   stream_url=stream,
                                   stream_params=twiml.keypad_stream_params(room.id, pid)))
+    except RoomFull as exc:
+        # Twilio would refuse the Dial (16020) and the caller would hear an error instead.
+        log.warning("room %s: %s %s refused: the room is full (%d)", room.id, role, pid, exc.cap)
+        return _xml(twiml.meeting_full(exc.cap))
     except Exception as exc:  # Twilio must always get TwiML
         if isinstance(exc, REDIS_ERRORS):
             svc.dirty.add(room.id)
@@ -385,7 +419,7 @@ async def _ensure_in_room(svc: PhoneServices, room: Room, pid: str, form: dict[s
         pass
     await svc.queue.join(room.id, role="participant", call_sid=form.get("CallSid") or None,
                          label=pid, number=form.get("From") or None, muted=True,
-                         participant_id=pid)
+                         participant_id=pid, cap=MAX_PARTICIPANTS)
     await issue_pin(svc.redis, room.id, pid)
     log.info("room %s: %s came back from outside the conference; re-added", room.id, pid)
     return True
@@ -413,7 +447,8 @@ async def _prejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
     pin = await pin_of(svc.redis, room_id, pid)
     spec = _join_spec(svc, room, pid, role=p.role, muted=p.muted)
     return _xml(twiml.participant_join(spec, hand_line=hand_line, pin=pin,
-                                       companion_url=svc.urls.companion()))
+                                       companion_url=svc.urls.companion(),
+                                       help_keys=room.help_keys))
 
 
 async def _rejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
@@ -429,7 +464,8 @@ async def _rejoin(svc: PhoneServices, form: dict[str, str]) -> Response:
         spec = _join_spec(svc, room, pid, role=p.role, muted=p.muted)
         return _xml(twiml.participant_join(spec, hand_line=None,
                                            pin=await pin_of(svc.redis, room_id, pid),
-                                           companion_url=svc.urls.companion()))
+                                           companion_url=svc.urls.companion(),
+                                           help_keys=room.help_keys))
     p = await svc.queue.participant(room_id, pid)
     return _xml(twiml.join_conference(_join_spec(svc, room, pid, role=p.role, muted=p.muted)))
 
@@ -440,7 +476,11 @@ async def _after_dial(svc: PhoneServices, form: dict[str, str]) -> Response:
     if form.get("DialCallStatus") == "answered":
         room = await get_room(svc.redis, room_id)
         if room.keypad_mode == "star" and room.status == "open":
-            return _xml(twiml.star_menu(svc.urls.star_keys(room_id, pid), svc.urls.rejoin(room_id, pid)))
+            host = await _is_host(svc, room_id, pid)
+            options = [(digit, what) for seq, what in key_options(room, host=host)
+                       for digit in star_digits({seq: what})]
+            return _xml(twiml.star_menu(svc.urls.star_keys(room_id, pid), svc.urls.rejoin(room_id, pid),
+                                        options))
     prompting = False
     with contextlib.suppress(*REDIS_ERRORS):
         prompting = bool(await svc.redis.exists(prompting_key(room_id, pid)))
@@ -465,15 +505,60 @@ async def _hand_keys(svc: PhoneServices, form: dict[str, str], *, raise_digits: 
     return _xml(twiml.say_then_redirect(line, svc.urls.rejoin(room_id, pid)))
 
 
+async def _is_host(svc: PhoneServices, room_id: str, pid: str) -> bool:
+    try:
+        return (await svc.queue.participant(room_id, pid)).role == "host"
+    except NotFound:
+        return False
+
+
 async def _star_keys(svc: PhoneServices, form: dict[str, str]) -> Response:
-    """Star mode: the key read after * (1 raise, 2 lower, 0 the web PIN), then back in."""
-    room = await get_room(svc.redis, _arg("room"))
-    if form.get("Digits") == "0":
-        pin = await pin_of(svc.redis, room.id, _arg("pid"))
-        line = twiml.pin_line(pin, svc.urls.companion()) if pin else "Your web PIN is not available."
-        return _xml(twiml.say_then_redirect(line, svc.urls.rejoin(room.id, _arg("pid"))))
-    return await _hand_keys(svc, form, raise_digits={"1", room.raise_keys},
-                            lower_digits={"2", room.lower_keys}, source="keypad")
+    """Star mode: the key read after * picks a command of the room's keys (*1 raise, *3
+    where am I, *0 help; the host's *5 call next ...), answered before going back in."""
+    room_id, pid = _arg("room"), _arg("pid")
+    room = await get_room(svc.redis, room_id)
+    host = await _is_host(svc, room_id, pid)
+    digits = star_digits(room_commands(room.keys(), host=host))
+    if not host:  # 1 and 2 raise and lower as the menu always said, unless taken
+        digits = {"1": "raise", "2": "lower", **digits}
+    command = digits.get(form.get("Digits", ""))
+    back = svc.urls.rejoin(room_id, pid)
+    if command == "raise":
+        return await _hand_keys(svc, form, raise_digits={form["Digits"]}, lower_digits=set(),
+                                source="keypad")
+    if command == "lower":
+        return await _hand_keys(svc, form, raise_digits=set(), lower_digits={form["Digits"]},
+                                source="keypad")
+    if command == "help":
+        return _xml(twiml.say_then_redirect(await _help_text(svc, room, pid, host=host), back))
+    if command == "where":
+        state = await svc.queue.snapshot(room_id)
+        position = next((h.position for h in state.queue if h.participant == pid), None)
+        return _xml(twiml.say_then_redirect(
+            twiml.where_line(position, speaking=state.speaker == pid), back))
+    if command == HOST_ONLY:
+        log.info("room %s: %s pressed the host's *%s; nothing done", room_id, pid, form["Digits"])
+        return _xml(twiml.say_then_redirect(twiml.ANNOUNCEMENTS[HOST_ONLY], back))
+    if command is not None and command.startswith("host_"):
+        # The same action as the dashboard's button; its sentence is said before going back.
+        # The host is outside the conference now, so it is said here, not announced.
+        action = HOST_KEY_ACTIONS.get(command)
+        if action is not None:
+            result = await action(svc.host, room_id)
+            log.info("room %s: host %s by keypad (star): %s", room_id, command, result.message)
+            return _xml(twiml.say_then_redirect(result.message, back))
+    return _xml(twiml.say_then_redirect("Returning you to the meeting.", back))
+
+
+async def _help_text(svc: PhoneServices, room: Room, pid: str, *, host: bool) -> str:
+    """The answer to star 0: the caller's keys, then (participants) the page and their PIN."""
+    line = twiml.keys_line(key_options(room, host=host))
+    if host:
+        return line
+    pin = await pin_of(svc.redis, room.id, pid)
+    tail = (twiml.pin_line(pin, svc.urls.companion()) if pin
+            else "Your web PIN is not available right now.")
+    return f"{line} {tail}"
 
 
 async def _prompt(svc: PhoneServices, form: dict[str, str]) -> Response:
@@ -521,10 +606,34 @@ async def post_announce() -> Response:
         svc = _svc()
         pin = None
         with contextlib.suppress(*REDIS_ERRORS):
-            pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
+            if _well_formed(_arg("room"), _arg("pid")):
+                pin = await pin_of(svc.redis, _arg("room"), _arg("pid"))
         return _xml(twiml.pin_reminder(pin, svc.urls.companion()))
+    if _arg("msg") == "help":
+        svc = _svc()
+        try:
+            room = await get_room(svc.redis, _arg("room"))
+            text = await _help_text(svc, room, _arg("pid"),
+                                    host=await _is_host(svc, room.id, _arg("pid")))
+        except NotFound:
+            text = "This meeting's keys are not available."
+        except REDIS_ERRORS as exc:
+            log.info("room %s: help for %s not available: %r", _arg("room"), _arg("pid"), exc)
+            text = "The keys are not available right now. Please try again in a moment."
+        return _xml(twiml.say(text))
+    if _arg("msg") == "note":
+        svc = _svc()
+        note: str | None = None
+        with contextlib.suppress(*REDIS_ERRORS):
+            note = await svc.redis.get(note_key(_arg("room"), _arg("note")))
+        if not note:
+            log.info("room %s: private note for %s expired or unknown", _arg("room"), _arg("pid"))
+        return _xml(twiml.say(str(note or "")))
     n_raw = _arg("n")
-    return _xml(twiml.announcement(_arg("msg"), int(n_raw) if n_raw.isdigit() else None))
+    # ASCII digits only, and few: "²".isdigit() is true and int() refuses it; so it does
+    # 5000 digits. A place in line is a small number.
+    n = int(n_raw) if n_raw.isascii() and n_raw.isdigit() and len(n_raw) <= 6 else None
+    return _xml(twiml.announcement(_arg("msg"), n))
 
 
 # --- conference status callbacks ------------------------------------------------------------
@@ -610,8 +719,8 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
             await update_room(svc.redis, room_id, conference_sid=conference_sid, maxlen=svc.queue.maxlen)
         return
     pid = form.get("ParticipantLabel", "")
-    if not pid or not event.startswith("participant-"):
-        return
+    if not _well_formed(pid) or not event.startswith("participant-"):
+        return  # no label of ours (a label Twilio made up, or none): not our participant
     async with svc.lock(f"{room_id}:{pid}"):
         if event == "participant-leave":
             if seq is not None and not await _newer(svc, room_id, conference_sid, pid, seq):
@@ -626,8 +735,14 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
                                                      "moderator_ended_conference")):
                 await set_conference(svc.redis, room_id, pid, "")
                 return
+            ends = await _host_exit_ends_meeting(svc, room_id, pid, form)
             if await forget_participant(svc.queue, room_id, pid, reason=reason or "left"):
                 log.info("room %s: %s left (%s)", room_id, pid, reason)
+            if ends:
+                # Outside the lock: ending makes everyone else leave, with callbacks of its own.
+                task = asyncio.ensure_future(_end_after_host(svc, room_id, pid))
+                _host_ends.add(task)
+                task.add_done_callback(_host_ends.discard)
             return
         if event == "participant-join" and room_sid != conference_sid:
             await update_room(svc.redis, room_id, conference_sid=conference_sid, maxlen=svc.queue.maxlen)
@@ -652,6 +767,30 @@ async def _apply_callback(svc: PhoneServices, room_id: str, form: dict[str, str]
             await set_conference(svc.redis, room_id, pid, conference_sid)
 
 
+async def _host_exit_ends_meeting(svc: PhoneServices, room_id: str, pid: str,
+                                  form: dict[str, str]) -> bool:
+    """A host's call ended, and Twilio did not end the meeting (star rooms join the host
+    without endConferenceOnExit, so that * can step out): the app must, if the room says so."""
+    if _flag(form, "EndConferenceOnExit") is not False or form.get("ReasonParticipantLeft") in (
+            "conference_ended_via_api", "moderator_ended_conference"):
+        return False  # Twilio ends it, or it has ended
+    try:
+        p = await svc.queue.participant(room_id, pid)
+        room = await get_room(svc.redis, room_id)
+    except NotFound:
+        return False
+    return p.role == "host" and room.end_on_host_exit
+
+
+#: Meeting ends under way after a host hung up (referenced until done).
+_host_ends: set[asyncio.Task[None]] = set()
+
+
+async def _end_after_host(svc: PhoneServices, room_id: str, pid: str) -> None:
+    result = await svc.host.end_conference(room_id)
+    log.info("room %s: host %s hung up; ending the meeting: %s", room_id, pid, result.message)
+
+
 @bp.post("/conference-events")
 @twilio_signed
 async def post_conference_events() -> Response:
@@ -659,6 +798,9 @@ async def post_conference_events() -> Response:
     svc = _svc()
     form = await _form()
     room_id = _arg("room")
+    if not _well_formed(room_id):
+        log.info("conference callback for a malformed room id ignored")
+        return _xml(twiml.empty())
     try:
         await _apply_callback(svc, room_id, form)
         if room_id in svc.dirty and form.get("StatusCallbackEvent") != "conference-end":

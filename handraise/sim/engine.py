@@ -353,7 +353,7 @@ class Engine:
                       params=params, status=None, error=str(exc))
             raise
         self.emit("webhook", call_sid, purpose=purpose, url=url, method=method, params=params,
-                  status=response.status_code)
+                  status=response.status_code, ms=response.elapsed.total_seconds() * 1000)
         return response
 
     async def fetch_twiml(self, call: Call, transfer: Transfer) -> tuple[list[Verb], str]:

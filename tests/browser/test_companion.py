@@ -10,6 +10,7 @@ from phonekit import Stack, phone_stack, until
 from playwright.async_api import Browser, BrowserContext, Page, expect
 from test_host_a11y import serious_violations
 
+from handraise.phone.nextup import marker_key
 from handraise.rooms import create_room
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning")]
@@ -159,3 +160,35 @@ async def test_the_pin_page_is_accessible_and_refuses_a_wrong_pin_politely(
         await expect(page.get_by_role("alert")).to_have_text(
             "That PIN is not valid. Check the six digits you heard on the call.")
         await page.screenshot(path=str(ARTIFACTS / "join-phone-360x740.png"), full_page=True)
+
+
+async def test_when_the_hand_becomes_first_the_page_and_the_phone_both_say_youre_next(
+        redis_server: str, browser: Browser) -> None:
+    async with phone_stack(redis_server) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Next on the page")
+        room = created.room
+        await until(lambda: stack.redis.exists(marker_key(room.id)))  # the watcher knows the room
+        await stack.join(created.host_code, "+15550100000", host=True)
+        a_sid, a = await stack.join(room.access_code, "+15550107777")
+        sid, pid = await stack.join(room.access_code, "+15550104821")
+        await stack.queue.raise_hand(room.id, a, source="keypad")
+        context = await browser.new_context(base_url=stack.served.base_url, viewport=PHONE,  # type: ignore[arg-type]
+                                            bypass_csp=True)
+        page = await link(context, heard_pin(stack, sid))
+        status = page.get_by_role("status")
+        keys = page.get_by_text("*3 tells your place, *0 repeats the keys and your PIN")
+        await expect(keys).to_be_visible()
+        await page.get_by_role("button", name="Raise hand").click()
+        await expect(status).to_contain_text("You are number 2 in line.", timeout=LIVE)
+
+        host = await open_signed_in(browser, stack.served.base_url, f"/host/rooms/{room.id}")
+        await expect(host.page.get_by_text("Your keys on the phone: *5 calls on next")).to_be_visible()
+        first = host.page.get_by_role("region", name="Hand queue").get_by_role("listitem").first
+        await first.get_by_role("button", name="Lower hand").click()
+        await expect(status).to_contain_text("Your hand is raised. You're next.", timeout=LIVE)
+        await stack.sim.wait_event("heard", call_sid=sid, kind="announcement", text="You're next.",
+                                   timeout=15)
+        assert "You're next." not in stack.said(a_sid)
+        assert [h.participant for h in await stack.queue.queue(room.id)] == [pid]
+        assert not host.problems, host.problems

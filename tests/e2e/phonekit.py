@@ -99,18 +99,21 @@ class StoppableRedis:
 
 @contextlib.asynccontextmanager
 async def phone_stack(redis_url: str, *, reconcile_interval_s: float = 20.0,
-                      app_settings: dict[str, Any] | None = None,
+                      app_settings: dict[str, Any] | None = None, app_connects: bool = False,
                       **sim_options: Any) -> AsyncIterator[Stack]:
     """App + emulator on free ports; the app's public URL is where it is served.
-    ``app_settings`` overrides fields of the app's :class:`Settings`."""
+    ``app_settings`` overrides fields of the app's :class:`Settings`. With ``app_connects``
+    the app connects to ``redis_url`` itself (HANDRAISE_REDIS_URL); else it is handed the
+    test's client."""
     port, sim_port = free_port(), free_port()
     public = f"http://127.0.0.1:{port}"
     redis = client_from_url(redis_url)
     settings = Settings(public_url=public, twilio_account_sid=ACCOUNT_SID,
                         twilio_auth_token=AUTH_TOKEN, twilio_api_url=f"http://127.0.0.1:{sim_port}",
                         reconcile_interval_s=reconcile_interval_s, host_password=HOST_PASSWORD,
-                        secret_key="e2e-secret-key-0123456789abcdef", **(app_settings or {}))
-    app = create_app(settings, redis=redis)
+                        secret_key="e2e-secret-key-0123456789abcdef",
+                        redis_url=redis_url if app_connects else None, **(app_settings or {}))
+    app = create_app(settings, redis=None if app_connects else redis)
     options: dict[str, Any] = {"media_time_scale": 0.0, "wait_time_scale": 0.05, "seed": 11,
                                "background": "silence"}
     options |= sim_options

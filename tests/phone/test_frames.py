@@ -229,3 +229,16 @@ def test_the_fast_path_takes_no_frame_before_start_or_after_stop() -> None:
                             "sequenceNumber": "9"}))
     assert reader.media_payload(_media_text(base64.b64encode(bytes(160)).decode(),
                                             sid=reader.stream_sid)) is None
+
+
+@pytest.mark.parametrize("msg", [
+    # Found by tests/fuzz: an unknown event name of 5000 characters was repeated whole in
+    # the "streamSid must be…" refusal, and so in the log line, newlines included.
+    {"event": "x" * 5000 + "\nforged log line", "protocol": "Call"},
+    {"event": "media", "streamSid": "MZ1", "sequenceNumber": "y" * 5000},
+    {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"digit": "1" * 5000}},
+])
+def test_a_refusal_quotes_what_was_sent_in_a_few_characters_only(msg: dict[str, Any]) -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_message(json.dumps(msg))
+    assert len(str(refused.value)) < 120 and "\n" not in str(refused.value)

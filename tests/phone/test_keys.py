@@ -104,3 +104,22 @@ def test_a_synthesized_star_1_inside_10_s_of_speech_is_found_exactly_once() -> N
         assert dec.feed(event) is None
     assert names(commands) == ["raise"]
     assert commands[0].at_ms == pytest.approx(4120.0, abs=10.0)
+
+
+def test_a_rooms_keys_make_one_table_for_participants_and_another_for_the_host() -> None:
+    from handraise.phone.keys import HOST_ONLY, room_commands, star_digits
+    from handraise.rooms import default_settings
+
+    keys = {name: str(v) for name, v in default_settings().items() if name.endswith("_keys")}
+    participant = room_commands(keys, host=False)
+    assert participant == {"*1": "raise", "*2": "lower", "*3": "where", "*0": "help",
+                           "*5": HOST_ONLY, "*6": HOST_ONLY, "*7": HOST_ONLY, "*8": HOST_ONLY,
+                           "*9": HOST_ONLY}
+    host = room_commands(keys, host=True)
+    assert host == {"*0": "help", "*5": "host_call_next", "*6": "host_done", "*7": "host_queue",
+                    "*8": "host_lower_all", "*9": "host_mute_all"}
+    assert star_digits({"*1": "raise", "#3": "where", "7": "x"}) == {"1": "raise"}
+    # Every table is one a decoder accepts, and it hears the room's own keys.
+    dec = KeyDecoder(room_commands({**keys, "where_keys": "#3"}, host=False))
+    got = dec.feed_all(presses(("#", 0, 80), ("3", 200, 280), ("*", 400, 480), ("5", 600, 680)))
+    assert names(got) == ["where", HOST_ONLY]

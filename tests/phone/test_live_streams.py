@@ -59,7 +59,8 @@ async def test_only_in_conference_callers_whose_stream_no_live_process_holds_are
     await _caller(redis, room_id, "lost")  # had a stream, its process died
     await _caller(redis, room_id, "held")  # another process holds its stream
     await _caller(redis, room_id, "dead")  # held by a process of this host that is gone
-    await _caller(redis, room_id, "boss", role="host")  # hosts get no stream
+    await _caller(redis, room_id, "boss", role="host")  # a host's leg is streamed too (their keys)
+    await _caller(redis, room_id, "chief", role="host", had_stream=False)  # joined in star mode
     await _caller(redis, room_id, "outside", conference="")  # at a host prompt
     await _caller(redis, room_id, "nostream", had_stream=False)  # joined in star mode
     await refresh_live(redis, {room_id: {"held": "MZ2"}}, "elsewhere:1:ab")
@@ -68,11 +69,11 @@ async def test_only_in_conference_callers_whose_stream_no_live_process_holds_are
     room = await get_room(redis, room_id)
 
     found = await streams_to_resume(redis, room, me=me, grace_s=5)
-    assert sorted(p.id for p in found) == ["dead", "lost"]
+    assert sorted(p.id for p in found) == ["boss", "dead", "lost"]
     assert set(await live_streams(redis, room_id, me=me)) == {"held"}
     # Dialled in just now: the stream their TwiML started may not have said so yet.
     await redis.hset(key(room_id, "p", "lost"), "joined_at", 2**52)
-    assert [p.id for p in await streams_to_resume(redis, room, me=me, grace_s=5)] == ["dead"]
+    assert [p.id for p in await streams_to_resume(redis, room, me=me, grace_s=5)] == ["boss", "dead"]
     # A star room has no streams to resume.
     await update_room(redis, room_id, keypad_mode="star")
     assert await streams_to_resume(redis, await get_room(redis, room_id), me=me, grace_s=5) == []

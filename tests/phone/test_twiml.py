@@ -39,6 +39,7 @@ CALL_DOCUMENTS = {
     "star menu": twiml.star_menu(URLS.star_keys("rabc", "p1"), URLS.rejoin("rabc", "p1")),
     "say then redirect": twiml.say_then_redirect("Back you go.", URLS.rejoin("rabc", "p1")),
     "meeting over": twiml.meeting_over(),
+    "meeting full": twiml.meeting_full(250),
     "redirect": twiml.redirect(URLS.prompt("rabc", "p1")),
     "apology": twiml.apology(),
     "empty": twiml.empty(),
@@ -129,3 +130,39 @@ def test_star_mode_dials_with_hangup_on_star_and_stream_mode_does_not() -> None:
 def test_announcement_says_the_position() -> None:
     root = check_twiml(twiml.announcement("raised", 3), media_only=True)
     assert [s.text for s in root.iter("Say")] == ["Hand raised. You are number 3 in line."]
+
+
+def test_a_full_meeting_is_told_so_then_hung_up() -> None:
+    root = check_twiml(twiml.meeting_full(250))
+    assert [el.tag for el in root] == ["Say", "Hangup"]
+    assert root[0].text == ("This meeting is full: it already has 250 callers, the most a call "
+                            "can have. Please try again later.")
+
+
+def test_the_spoken_answers_of_the_keypad() -> None:
+    from handraise.phone.twiml import keys_line, queue_line, spoken_name, where_line
+
+    assert keys_line([("*1", "raise your hand"), ("#2", "lower it"), ("0", "hear this")]) == \
+        "Press star 1 to raise your hand, pound 2 to lower it, 0 to hear this."
+    assert where_line(3) == "Your hand is raised. You are number 3 in line."
+    assert where_line(None) == "Your hand is not raised."
+    assert where_line(None, speaking=True).startswith("You are live")
+    assert queue_line(3, spoken_name("Caller 4821")) == "Three hands up. Next: caller ending 4 8 2 1."
+    assert queue_line(1, "Ada") == "One hand up. Next: Ada."
+    assert queue_line(0, None) == "No hands up." and queue_line(21, "Bo").startswith("21 hands up.")
+    root = check_twiml(twiml.say("You're next."))
+    assert [s.text for s in root.iter("Say")] == ["You're next."]
+    assert list(check_twiml(twiml.say("")).iter("Say")) == []
+
+
+def test_the_host_joins_with_a_stream_when_asked() -> None:
+    join = twiml.ConferenceJoin(conference_name="handraise-r1", label="ph1", status_callback="https://hr.example.org/cb",
+                                wait_url="https://hr.example.org/voice/wait",
+                                action_url="https://hr.example.org/voice/after-dial", muted=False, host=True)
+    root = check_twiml(twiml.join_conference(join, stream_url="wss://hr.example.org/voice/stream",
+                                             stream_params={"room": "r1", "participant": "ph1"}))
+    stream = root.find("Start/Stream")
+    assert stream is not None and stream.get("url") == "wss://hr.example.org/voice/stream"
+    assert {p.get("name"): p.get("value") for p in stream.iter("Parameter")} == {
+        "room": "r1", "participant": "ph1"}
+    assert [child.tag for child in root] == ["Start", "Dial"]

@@ -38,7 +38,7 @@ async def caller(redis: Redis, room: str, number: str, **fields: object) -> tupl
 
 def test_every_linked_route_requires_the_link() -> None:
     app = create_app(settings())
-    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/me")]
+    rules = [r for r in app.url_map.iter_rules() if r.rule == "/me" or r.rule.startswith("/me/")]
     assert {r.rule for r in rules} >= {"/me", "/me/events", "/me/<action>", "/me/unlink"}
     for rule in rules:
         assert getattr(app.view_functions[rule.endpoint], LINK_MARK, None) in {"page", "action", "stream"}, \
