@@ -60,6 +60,8 @@ OutcomeKind = Literal["ok", "gone", "failed"]
 class RestOutcome:
     kind: OutcomeKind
     message: str = ""
+    #: Twilio did not answer in time: the change may still be applied, late.
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
@@ -73,6 +75,8 @@ class ActionResult:
     ok: bool
     message: str
     participant: str | None = None
+    #: The REST call timed out (Twilio may still apply it).
+    timed_out: bool = False
 
 
 class _BaseUrlHttpClient(AsyncTwilioHttpClient):
@@ -147,7 +151,7 @@ class TwilioControl:
             log.warning("twilio: %s: no answer within %.1f s", what, self.timeout)
             return RestOutcome("failed", f"Twilio did not answer within {self.timeout:g} s, so "
                                          f"could not {what}; nothing was changed. Try again "
-                                         "in a moment.")
+                                         "in a moment.", timed_out=True)
         except (TwilioException, aiohttp.ClientError, OSError) as exc:
             log.warning("twilio: %s failed: %r", what, exc)
             return RestOutcome("failed", f"Could not reach Twilio to {what}; nothing was changed.")
@@ -354,6 +358,13 @@ class HostControls:
         self.redis: Redis = queue.redis
         self.twilio = twilio
         self.urls = urls
+        self._undoing: set[asyncio.Task[RestOutcome]] = set()
+
+    def _undo(self, step: Awaitable[RestOutcome]) -> None:
+        """Run a compensating REST call in the background (the host's answer does not wait)."""
+        task: asyncio.Task[RestOutcome] = asyncio.ensure_future(step)
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
 
     async def _target(self, room: str, pid: str) -> tuple[Room, Participant]:
         return await get_room(self.redis, room), await self.queue.participant(room, pid)
@@ -391,7 +402,7 @@ class HostControls:
         if outcome.kind == "gone":
             return await self._gone(room, pid)
         if not outcome.ok:
-            return ActionResult(False, outcome.message, pid)
+            return ActionResult(False, outcome.message, pid, timed_out=outcome.timed_out)
         await self.queue.update(room, pid, muted=muted)
         log.info("room %s: %s %s", room, "muted" if muted else "unmuted", pid)
         return ActionResult(True, "Muted." if muted else "Unmuted.", pid)
@@ -496,6 +507,10 @@ class HostControls:
         # Twilio first: when it fails or does not answer, the queue is left as it was.
         result = await self._set_muted(room, pid, False)
         if not result.ok:
+            if result.timed_out and r.conference_sid:
+                # A slow Twilio may still unmute them, late: mute them again behind it, so
+                # the call ends as the queue says (muted, not the speaker), not half-changed.
+                self._undo(self.twilio.set_muted(r.conference_sid, self._who(p), True))
             return result
         # The turn names the speaker it replaced atomically: of two racing clicks, the
         # later one mutes the earlier speaker, so only one caller stays live.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import httpx
 import pytest
@@ -87,3 +88,37 @@ async def test_a_slow_twilio_within_the_timeout_only_delays_the_action(redis_ser
 
 async def _hands(stack: Stack, room: str, expected: list[str]) -> bool:
     return [h.participant for h in await stack.queue.queue(room)] == expected
+
+
+async def test_an_unmute_twilio_applies_after_the_timeout_is_undone_so_nothing_is_half_changed(
+        redis_server: str) -> None:
+    async with phone_stack(redis_server, app_settings={"twilio_timeout_s": 1.0}) as stack:
+        await stack.redis.flushall()
+        created = await create_room(stack.redis, "Late Twilio", end_on_host_exit=False)
+        room = created.room
+        await stack.join(created.host_code, "+15550100001", host=True)
+        a, a_pid = await stack.join(room.access_code, "+15550100002")
+        await stack.queue.raise_hand(room.id, a_pid, source="web")
+        stack.sim.config.rest_delay_s = 2.0  # answers, and applies, after the app gave up
+        mark = stack.sim.events[-1].seq
+        result = await stack.host.call_on(room.id)
+        assert not result.ok and result.message.startswith("Twilio did not answer within 1 s")
+        # Twilio applies the unmute late, then the mute sent behind it.
+        updates = await until(lambda: _participant_updates(stack, a_pid, mark, 2), timeout=15)
+        assert [u["params"].get("Muted") for u in updates] == ["false", "true"]
+        assert stack.sim.state(a)["conference"]["muted"] is True
+        # And the room agrees once the callbacks are in: muted, not speaking, hand still up.
+        await until(lambda: _muted(stack, room.id, a_pid))
+        state = await stack.queue.snapshot(room.id)
+        assert state.speaker is None and [h.participant for h in state.queue] == [a_pid]
+
+
+def _participant_updates(stack: Stack, label: str, after: int, n: int) -> list[dict[str, Any]] | None:
+    found = [e.data for e in stack.sim.events if e.seq > after and e.kind == "rest"
+             and e.data["method"] == "POST" and e.data["path"].endswith(f"/Participants/{label}.json")]
+    return found if len(found) >= n else None
+
+
+async def _muted(stack: Stack, room: str, pid: str) -> bool:
+    p = (await stack.queue.snapshot(room)).participant(pid)
+    return p is not None and p.muted
