@@ -1,7 +1,9 @@
 """DTMF detector benchmark: the Q.24 table, detection against SNR and level, talk-off,
 and CPU cost. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/dtmf.py            # full run (an hour each of speech and music)
+    .venv/bin/python bench/dtmf.py            # full run (an hour each of speech and music,
+                                              # 8 h of the wide corpus; first run renders
+                                              # it with espeak-ng, a few minutes, cached)
     .venv/bin/python bench/dtmf.py --quick    # a short run while developing
 
 CPU figures are process CPU time on one core (OpenBLAS limited to one thread), so other
@@ -175,16 +177,62 @@ def talkoff(minutes: float) -> None:
                  lambda: corpus.music_corpus(minutes, seed=22)))
     for name, make in sets:
         pieces = make()
-        n_keys = n_cmds = 0
-        samples = 0
-        for x in pieces:
-            events = detect(mulaw.encode(x))
-            n_keys += len(events)
-            n_cmds += len(KeyDecoder().feed_all(events))
-            samples += x.size
+        found = [false_keys(x) for x in pieces]
+        samples = sum(x.size for x in pieces)
+        print_row(name, samples, sum(len(k) for k, _ in found), sum(c for _, c in found))
+
+
+def false_keys(x: np.ndarray) -> tuple[list[DigitEvent], int]:
+    """Keys detected in audio that has none, and the commands they make."""
+    events = detect(mulaw.encode(x))
+    return events, len(KeyDecoder().feed_all(events))
+
+
+def print_row(name: str, samples: int, n_keys: int, n_cmds: int) -> None:
+    hours = samples / synth.SAMPLE_RATE / 3600
+    print(f"{name:50s} {hours * 60:7.1f} {n_keys:10d} {n_keys / hours:8.2f} {n_cmds:11d} "
+          f"{n_cmds / hours:8.2f}")
+
+
+WIDE_NAMES = {
+    "speech": "speech: 12 languages, child pitch, fast",
+    "speech+music": "speech over background music",
+    "singing": "singing (espeak-ng, sopranos, children)",
+    "music": "music (music_corpus, other seeds)",
+}
+
+
+def wide_talkoff(minutes: float, seeds: list[int]) -> None:
+    """The wide corpus (corpus.wide_corpus), by kind; every false key is listed."""
+    print(f"\n== talk-off, wide corpus ({minutes:g} min per seed, seeds "
+          f"{', '.join(map(str, seeds))}; goal: <= 1 false key per hour of speech and of "
+          "music, no false command) ==")
+    if not corpus.espeak_available():
+        print("  (espeak-ng missing: skipped; apt-get install espeak-ng)")
+        return
+    print(f"{'corpus':50s} {'minutes':>7s} {'false keys':>10s} {'per hour':>8s} "
+          f"{'false *1/*2':>11s} {'per hour':>8s}")
+    totals = {kind: [0, 0, 0] for kind in corpus.WIDE_KINDS}
+    listed: list[str] = []
+    for seed in seeds:
+        for i, clip in enumerate(corpus.wide_corpus(minutes, seed=seed)):
+            events, n_cmds = false_keys(clip.x)
+            t = totals[clip.kind]
+            t[0] += clip.x.size
+            t[1] += len(events)
+            t[2] += n_cmds
+            listed += [f"  {e.digit!r} at {e.start_ms / 1000:6.2f} s of seed {seed} clip {i} "
+                       f"({clip.kind}: {clip.label})" for e in events]
+    for kind in corpus.WIDE_KINDS:
+        print_row(f"wide: {WIDE_NAMES[kind]}", *totals[kind])
+    verdicts = []
+    for name, kinds in (("speech", ("speech", "speech+music")), ("music", ("singing", "music"))):
+        samples, keys, cmds = (sum(totals[k][i] for k in kinds) for i in range(3))
+        print_row(f"wide: all {name} ({' + '.join(kinds)})", samples, keys, cmds)
         hours = samples / synth.SAMPLE_RATE / 3600
-        print(f"{name:50s} {hours * 60:7.1f} {n_keys:10d} {n_keys / hours:8.2f} {n_cmds:11d} "
-              f"{n_cmds / hours:8.2f}")
+        verdicts.append(keys / hours <= 1.0 and cmds == 0)
+    print("goal met" if all(verdicts) else "GOAL NOT MET")
+    print("\n".join(listed) if listed else "  (no false key)")
 
 
 # -- CPU --------------------------------------------------------------------------------
@@ -277,6 +325,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     parser.add_argument("--minutes", type=float, help="minutes of each talk-off corpus")
+    parser.add_argument("--wide-minutes", type=float,
+                        help="minutes of the wide talk-off corpus per seed (default 240)")
+    parser.add_argument("--wide-seeds", default="7,8",
+                        help="seeds of the wide corpus, comma-separated (default 7,8)")
     parser.add_argument("--only", choices=["table", "curves", "talkoff", "cpu"],
                         help="run one section")
     args = parser.parse_args()
@@ -290,6 +342,9 @@ def main() -> None:
         talk_down(presses_per_key=2 if args.quick else 10)
     if args.only in (None, "talkoff"):
         talkoff(minutes)
+        wide = args.wide_minutes or (20.0 if args.quick else 240.0)
+        seeds = [int(x) for x in args.wide_seeds.split(",")]
+        wide_talkoff(wide, seeds[:1] if args.quick else seeds)
     if args.only in (None, "cpu"):
         cpu(args.quick)
     print(f"\n(bench ran {time.time() - started:.0f} s wall)")

@@ -205,6 +205,34 @@ def test_at_15_db_snr_at_least_99_percent_of_tones_are_detected_and_none_wrongly
     assert presses * 0.99 <= len(found) <= presses
 
 
+@pytest.mark.parametrize("color", ["white", "pink"])
+@pytest.mark.parametrize(("key", "low_off", "high_off"), [("*", 0.015, -0.015), ("1", 0.0, 0.0)])
+def test_a_key_at_a_harmonic_ratio_is_detected_in_noise_at_15_db_snr(
+    key: str, low_off: float, high_off: float, color: str
+) -> None:
+    # "*" with its tones 1.5 % apart inwards is at 5:4 (0.3 % off), like harmonics 4 and
+    # 5 of one voice; "1" is 0.9 % off 7:4. The harmonic-series check looks at them
+    # and must tell the noise between harmonics from a series.
+    rng = key_seed(key, 21)
+    presses = 50
+    clean = synth.dtmf(key * presses, tone_ms=50, gap_ms=50, level_dbm0=-20.0,
+                       low_offset=low_off, high_offset=high_off, rng=rng)
+    found = digits_of(synth.add_noise(clean, 15.0, color=color, rng=rng))
+    assert set(found) <= {key}
+    assert presses * 0.99 <= len(found) <= presses
+
+
+@pytest.mark.parametrize("key", ALL_KEYS)
+def test_a_key_loud_enough_to_be_clipped_by_mu_law_is_detected(key: str) -> None:
+    # Both tones at 0 dBm0 overload mu-law at their peaks: the clipping's third-order
+    # products fall on the harmonic series of 4:7 and 3:7 pairs, and must not count.
+    rng = key_seed(key, 22)
+    x = synth.concat(lead_in(rng), synth.dtmf(key * 10, tone_ms=40, gap_ms=60,
+                                              level_dbm0=0.0, rng=rng))
+    assert np.abs(mulaw.decode(mulaw.encode(x))).max() >= 0.97
+    assert digits_of(x) == key * 10
+
+
 # -- streaming ----------------------------------------------------------------------
 
 
@@ -335,3 +363,23 @@ def test_a_busy_bank_gives_the_same_events_as_one_detector_per_stream() -> None:
     got, expected = bank_and_single_detectors(signals)
     assert got == expected
     assert all(sum(isinstance(e, DigitEvent) for e in evs) == 7 for evs in got)
+
+
+def test_a_busy_bank_rejects_harmonic_notes_as_one_detector_per_stream_does() -> None:
+    # Over SCALAR_STREAMS streams: the vectorised state machine runs the harmonic-series
+    # check on suspect windows, with windows that start in the previous frame.
+    rng = np.random.default_rng(19)
+    note = {1: -16, 2: -16, 3: 0, 4: -4, 5: -27, 6: -33}  # f0 308 Hz: 924 + 1232 Hz, "*"
+    signals = []
+    for i in range(20):
+        signals.append(
+            synth.concat(
+                synth.silence(float(rng.uniform(0, 100))),
+                synth.harmonic_note(600, 308.0 * (1 + 0.002 * (i % 5)), note,
+                                    vibrato=0.004 * (i % 3), rng=rng),
+                synth.dtmf("1*5", tone_ms=float(rng.uniform(40, 90)), gap_ms=50, rng=rng),
+            )
+        )
+    got, expected = bank_and_single_detectors(signals)
+    assert got == expected
+    assert all([e.digit for e in evs if isinstance(e, DigitEvent)] == list("1*5") for evs in got)
