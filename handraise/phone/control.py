@@ -69,6 +69,12 @@ class RestOutcome:
         return self.kind == "ok"
 
 
+#: "Call on next" tries at most this many hands whose callers are outside the conference.
+NEXT_TRIES = 10
+NOBODY_IN_CALL = ("No raised hand is in the conference right now: their callers are still "
+                  "joining or answering a prompt. Try again in a moment.")
+
+
 @dataclass(frozen=True)
 class ActionResult:
     """What a host action did, with a sentence fit for the dashboard."""
@@ -78,6 +84,8 @@ class ActionResult:
     participant: str | None = None
     #: The REST call timed out (Twilio may still apply it).
     timed_out: bool = False
+    #: Refused because the caller is not in the conference right now (joining, at a prompt).
+    outside: bool = False
 
 
 class _BaseUrlHttpClient(AsyncTwilioHttpClient):
@@ -403,7 +411,7 @@ class HostControls:
                                        "again in a moment.", pid)
         if status not in CALL_OVER:
             return ActionResult(False, "That caller is not in the conference right now (joining, or "
-                                       "answering a prompt); try again in a moment.", pid)
+                                       "answering a prompt); try again in a moment.", pid, outside=True)
         await forget_participant(self.queue, room, pid, reason="gone")
         return ActionResult(False, "That caller has already left the call.", pid)
 
@@ -521,40 +529,38 @@ class HostControls:
         button, the API's ``call-next``, the host's keypad): one function for all of them.
         """
         r = await get_room(self.redis, room)
-        if r.unmute == "consent":
-            return await self._invite(r, pid)
-        return await self._call_on_now(r, pid)
+        act = self._invite if r.unmute == "consent" else self._call_on_now
+        if pid is not None:
+            return await act(r, pid)
+        candidates, refusal = await self._next_hands(r)
+        for candidate in candidates:
+            result = await act(r, candidate, next_hand=True)
+            if not result.outside:
+                return result
+            log.info("room %s: call on next passed over %s (not in the conference yet)", room, candidate)
+        return refusal or ActionResult(False, NOBODY_IN_CALL)
 
-    async def _next_in_call(self, r: Room) -> tuple[str | None, ActionResult]:
-        """The first raised hand of a caller who is in the conference now ("Call on next").
+    async def _next_hands(self, r: Room) -> tuple[list[str], ActionResult | None]:
+        """"Call on next"'s candidates in queue order, or the refusal when there are none.
 
-        A hand raised in the pre-join window, or of a caller at a prompt or in the star
-        menu, keeps its place but is passed over until its caller is back in the call:
-        otherwise one caller outside would stop the host calling on anyone.
+        A caller at a host prompt (or in the star menu) is left out. A caller Twilio does not
+        have in the conference yet (the pre-join window) is passed over by :meth:`call_on`,
+        which then tries the next hand: one caller outside must not stop the meeting.
         """
         hands = await self.queue.queue(r.id)
         if not hands:
-            return None, ActionResult(False, "No hand is raised.")
+            return [], ActionResult(False, "No hand is raised.")
         if not r.conference_sid:
-            return None, ActionResult(False, "The conference has not started yet.")
-        for hand in hands:
-            try:
-                p = await self.queue.participant(r.id, hand.participant)
-            except NotFound:
-                continue
-            if (p.conference_sid and p.conference_sid == r.conference_sid
-                    and not await self.redis.exists(prompting_key(r.id, p.id))):
-                return p.id, ActionResult(True, "")
-        return None, ActionResult(False, "No raised hand is in the conference right now: their "
-                                         "callers are still joining or answering a prompt. Try "
-                                         "again in a moment.")
+            return [], ActionResult(False, "The conference has not started yet.")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for hand in hands[:NEXT_TRIES]:
+                pipe.exists(prompting_key(r.id, hand.participant))
+            prompting = await pipe.execute()
+        candidates = [h.participant for h, asked in zip(hands, prompting, strict=False) if not asked]
+        return candidates, None if candidates else ActionResult(False, NOBODY_IN_CALL)
 
-    async def _call_on_now(self, r: Room, pid: str | None) -> ActionResult:
+    async def _call_on_now(self, r: Room, pid: str, *, next_hand: bool = False) -> ActionResult:
         room = r.id
-        if pid is None:
-            pid, refusal = await self._next_in_call(r)
-            if pid is None:
-                return refusal
         try:
             r, p = await self._target(room, pid)
         except HandraiseError as exc:
@@ -586,13 +592,8 @@ class HostControls:
 
     # --- consent rooms: invitations to speak -------------------------------------------
 
-    async def _invite(self, r: Room, pid: str | None) -> ActionResult:
-        """Invite ``pid`` (or the first hand) to speak; the caller alone hears it."""
-        next_hand = pid is None
-        if pid is None:
-            pid, refusal = await self._next_in_call(r)
-            if pid is None:
-                return refusal
+    async def _invite(self, r: Room, pid: str, *, next_hand: bool = False) -> ActionResult:
+        """Invite ``pid`` to speak (``next_hand``: as "Call on next"); the caller alone hears it."""
         p = await self.queue.participant(r.id, pid)
         if p.role == "host":  # a host needs nobody's leave to speak
             return await self._call_on_now(r, pid)
