@@ -42,6 +42,8 @@ class Settings:
     log_level: str = "INFO"
     #: How often (seconds) rooms with callers outside the conference are checked with Twilio.
     reconcile_interval_s: float = 20.0
+    #: How long (seconds) a call to Twilio's REST API may take before the host is told it failed.
+    twilio_timeout_s: float = 10.0
     #: The companion page's address as callers hear it; default: the public URL + /join.
     companion_url: str | None = None
     #: Consent rooms: how long an invitation to speak waits for its answer (seconds).
@@ -156,6 +158,18 @@ class Settings:
                 ("timer_interval_s", "HANDRAISE_TIMER_INTERVAL", 0.5, 0.05, 10.0),
             )
         }
+        timeout_raw = get("HANDRAISE_TWILIO_TIMEOUT")
+        twilio_timeout_s = 10.0
+        if timeout_raw is not None:
+            try:
+                twilio_timeout_s = float(timeout_raw)
+            except ValueError:
+                twilio_timeout_s = -1.0
+            if not 0.5 <= twilio_timeout_s <= 60.0:
+                raise ConfigError(
+                    f"HANDRAISE_TWILIO_TIMEOUT is {timeout_raw!r}: it should hold "
+                    f"{_WHAT['HANDRAISE_TWILIO_TIMEOUT']}."
+                )
         metrics_access = (get("HANDRAISE_METRICS") or "local").lower()
         if metrics_access not in {"local", "host", "off"}:
             raise ConfigError(
@@ -180,6 +194,7 @@ class Settings:
             events_maxlen=events_maxlen,
             log_level=log_level,
             reconcile_interval_s=reconcile_interval_s,
+            twilio_timeout_s=twilio_timeout_s,
             companion_url=companion_url,
         )
 
@@ -226,6 +241,8 @@ _WHAT = {
     "TWILIO_AUTH_TOKEN": "your Twilio Auth Token: 32 letters and digits",
     "HANDRAISE_TWILIO_API_URL": "the base URL of Twilio's REST API, https://api.twilio.com "
     "unless you point it at the emulator",
+    "HANDRAISE_TWILIO_TIMEOUT": "a number of seconds from 0.5 to 60, how long a call to "
+    "Twilio's REST API (a host action) may take before it is reported as failed (default 10)",
     "HANDRAISE_EVENTS_MAXLEN": "a whole number of at least 100, how many events each room keeps",
     "HANDRAISE_LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR",
     "HANDRAISE_COMPANION_URL": "the address callers are told for the companion page, such as "

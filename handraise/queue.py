@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from .errors import Conflict, Invalid, NotFound
 from .events import LUA_EMIT, encode_changes
-from .rooms import DEFAULT_MAXLEN, Role, new_id
+from .rooms import DEFAULT_MAXLEN, Role, mark_live, new_id
 from .store import Redis, key
 
 Source = Literal["keypad", "web", "prompt", "host", "api"]
@@ -558,6 +558,7 @@ class Queue:
             if cap and "room full" in str(exc):
                 raise RoomFull(room, cap) from exc
             raise
+        await mark_live(self.redis, room)  # after the join: see rooms.sweep_live_rooms
         return pid
 
     async def leave(self, room: str, pid: str, *, reason: str = "left") -> bool:

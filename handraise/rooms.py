@@ -462,16 +462,91 @@ async def find_by_code(redis: Redis, code: str) -> tuple[Room, Role] | None:
 
 async def list_rooms(redis: Redis, *, include_closed: bool = False) -> list[Room]:
     ids = await redis.zrange(global_key("rooms"), 0, -1)
-    rooms = []
-    for room_id in ids:
-        try:
-            room = await get_room(redis, room_id)
-        except NotFound:
-            continue
-        if include_closed or room.status == "open":
-            rooms.append(room)
+    return await get_rooms(redis, ids, include_closed=include_closed)
+
+
+async def get_rooms(redis: Redis, ids: list[str], *, include_closed: bool = False) -> list[Room]:
+    """The rooms of ``ids`` that exist (open ones only unless ``include_closed``), oldest
+    first; one pipeline, not one round trip per room."""
+    if not ids:
+        return []
+    # Not a transaction: under Redis Cluster the rooms live in different slots.
+    async with redis.pipeline(transaction=False) as pipe:
+        for room_id in ids:
+            pipe.hgetall(key(room_id, "room"))
+        found = await pipe.execute()
+    rooms = [_room_from_hash(room_id, h) for room_id, h in zip(ids, found, strict=True) if h]
+    rooms = [r for r in rooms if include_closed or r.status == "open"]
     rooms.sort(key=lambda r: r.created_at)
     return rooms
+
+
+# --- the index of live rooms ------------------------------------------------------------------
+#
+# Periodic per-room work (reconciliation, resuming keypad streams) walks the rooms that
+# have participants, not every room ever created. The index is a global key, outside any
+# room's Redis Cluster slot, so it cannot change in the same step as a room's participants:
+# a join adds its room after the participant is in (each join bumps the room's score), and
+# only a sweep that finds the room empty removes it, if no join bumped the score meanwhile.
+
+_UNMARK = """
+-- KEYS 1 live-rooms ; ARGV 1 room, 2 the score the sweep saw. 1 if removed.
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+
+def live_rooms_key() -> str:
+    return global_key("live-rooms")
+
+
+async def mark_live(redis: Redis, room_id: str) -> None:
+    """``room_id`` has (just had) a participant join: periodic work visits it."""
+    await redis.zincrby(live_rooms_key(), 1, room_id)
+
+
+async def live_rooms(redis: Redis) -> list[Room]:
+    """The open rooms of the live index (rooms that have had a join and were not swept)."""
+    return await get_rooms(redis, await redis.zrange(live_rooms_key(), 0, -1))
+
+
+async def sweep_live_rooms(redis: Redis) -> int:
+    """Drop from the live index the rooms without participants (or gone, or closed);
+    returns how many. A join racing the sweep keeps its room (the score guard)."""
+    entries = await redis.zrange(live_rooms_key(), 0, -1, withscores=True)
+    if not entries:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for room_id, _ in entries:
+            pipe.scard(key(room_id, "participants"))
+            pipe.hget(key(room_id, "room"), "status")
+        replies = await pipe.execute()
+    removed = 0
+    for (room_id, score), n, status in zip(entries, replies[::2], replies[1::2], strict=True):
+        if n and status == "open":
+            continue
+        removed += int(await redis.eval(_UNMARK, 1, live_rooms_key(), room_id, _score_text(score)))
+    return removed
+
+
+async def backfill_live_rooms(redis: Redis) -> int:
+    """Index the open rooms that have participants but are not in the live index (data
+    from before the index existed); returns how many were added. Walks every room: for
+    start-up, not for each period."""
+    rooms = await list_rooms(redis)
+    if not rooms:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for room in rooms:
+            pipe.scard(key(room.id, "participants"))
+        counts = await pipe.execute()
+    busy = {room.id: 1 for room, n in zip(rooms, counts, strict=True) if n}
+    return int(await redis.zadd(live_rooms_key(), busy, nx=True)) if busy else 0
+
+
+def _score_text(score: float) -> str:
+    """The score as Redis prints it (ZSCORE in a script), so that the guard compares alike."""
+    return str(int(score)) if float(score).is_integer() else repr(score)
 
 
 async def update_room(

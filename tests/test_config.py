@@ -23,6 +23,8 @@ def test_good_settings_are_read() -> None:
     assert s.redis_url is None
     assert s.twilio_api_url == "https://api.twilio.com"
     assert Settings.from_env({**GOOD, "HANDRAISE_RECONCILE_INTERVAL": "45"}).reconcile_interval_s == 45
+    assert Settings.from_env(GOOD).twilio_timeout_s == 10
+    assert Settings.from_env({**GOOD, "HANDRAISE_TWILIO_TIMEOUT": "2.5"}).twilio_timeout_s == 2.5
     for url in ("redis+cluster://10.0.0.5:7000", "rediss+cluster://:pw@redis.example.org:7000/0"):
         assert Settings.from_env({**GOOD, "HANDRAISE_REDIS_URL": url}).redis_url == url
 
@@ -49,6 +51,8 @@ def test_secrets_never_appear_in_repr() -> None:
         ("HANDRAISE_LOG_LEVEL", "LOUD"),
         ("HANDRAISE_RECONCILE_INTERVAL", "0.1"),
         ("HANDRAISE_RECONCILE_INTERVAL", "9999"),
+        ("HANDRAISE_TWILIO_TIMEOUT", "0"),
+        ("HANDRAISE_TWILIO_TIMEOUT", "soon"),
     ],
 )
 def test_a_malformed_setting_stops_with_one_sentence_naming_it(name: str, value: str) -> None:

@@ -109,3 +109,48 @@ async def test_a_room_written_before_a_setting_existed_reads_its_default(redis: 
     await redis.hdel(f"hr:{{{room.id}}}:room", "announce_web", "raise_keys")
     old = await get_room(redis, room.id)
     assert (old.announce_web, old.raise_keys) == (False, "*1")
+
+
+async def test_the_live_index_lists_rooms_with_participants_and_a_sweep_drops_empty_ones(
+        redis: Redis) -> None:
+    from handraise.queue import Queue
+    from handraise.rooms import live_rooms, live_rooms_key, sweep_live_rooms
+
+    queue = Queue(redis)
+    busy, quiet, idle = [(await create_room(redis, n)).room for n in ("Busy", "Quiet", "Idle")]
+    await queue.join(busy.id, call_sid="CA1", participant_id="pa")
+    await queue.join(quiet.id, call_sid="CA2", participant_id="pb")
+    # Oldest first; rooms created in the same millisecond may come in either order.
+    assert {r.id for r in await live_rooms(redis)} == {busy.id, quiet.id}  # never idle
+    await queue.leave(quiet.id, "pb")
+    assert await sweep_live_rooms(redis) == 1
+    assert [r.id for r in await live_rooms(redis)] == [busy.id]
+    await queue.join(idle.id, call_sid="CA3", participant_id="pc")
+    await close_room(redis, idle.id)  # closing clears its participants: swept too
+    assert await sweep_live_rooms(redis) == 1
+    assert await redis.zrange(live_rooms_key(), 0, -1) == [busy.id]
+
+
+async def test_a_join_racing_the_sweep_keeps_its_room_in_the_live_index(redis: Redis) -> None:
+    from handraise.queue import Queue
+    from handraise.rooms import _UNMARK, live_rooms_key, mark_live
+
+    queue = Queue(redis)
+    room = (await create_room(redis, "Race")).room
+    await mark_live(redis, room.id)  # had a participant, who left
+    [(_, seen)] = await redis.zrange(live_rooms_key(), 0, -1, withscores=True)
+    # The sweep has found the room empty; before it removes the room, someone joins.
+    await queue.join(room.id, call_sid="CA1", participant_id="pa")
+    assert await redis.eval(_UNMARK, 1, live_rooms_key(), room.id, str(int(seen))) == 0
+    assert await redis.zrange(live_rooms_key(), 0, -1) == [room.id]
+
+
+async def test_rooms_are_read_in_one_pipeline_and_missing_ones_skipped(redis: Redis) -> None:
+    from handraise.rooms import get_rooms
+
+    a, b = [(await create_room(redis, n)).room for n in ("A", "B")]
+    await close_room(redis, b.id)
+    assert [r.id for r in await get_rooms(redis, [b.id, "rnope", a.id])] == [a.id]
+    # Oldest first; rooms created in the same millisecond may come in either order.
+    assert {r.id for r in await get_rooms(redis, [b.id, a.id], include_closed=True)} == {a.id, b.id}
+    assert {r.id for r in await list_rooms(redis, include_closed=True)} == {a.id, b.id}

@@ -34,12 +34,22 @@ from ..config import DEFAULT_TWILIO_API_URL, Settings
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
 from ..metrics import Metrics
-from ..pins import revoke_pin
+from ..pins import issue_pin, revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import SETTINGS_BY_NAME, Room, get_room, update_room
 from ..store import Redis, key
 from .keys import room_commands
-from .twiml import ANNOUNCEMENTS, COMMAND_PHRASES, PhoneUrls, queue_line, spoken_name, where_line
+from .streams import note_gather
+from .twiml import (
+    ANNOUNCEMENTS,
+    COMMAND_PHRASES,
+    KEYPAD_STREAM,
+    PhoneUrls,
+    keypad_stream_params,
+    queue_line,
+    spoken_name,
+    where_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +61,18 @@ OutcomeKind = Literal["ok", "gone", "failed"]
 class RestOutcome:
     kind: OutcomeKind
     message: str = ""
+    #: Twilio did not answer in time: the change may still be applied, late.
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
         return self.kind == "ok"
+
+
+#: "Call on next" tries at most this many hands whose callers are outside the conference.
+NEXT_TRIES = 10
+NOBODY_IN_CALL = ("No raised hand is in the conference right now: their callers are still "
+                  "joining or answering a prompt. Try again in a moment.")
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,10 @@ class ActionResult:
     ok: bool
     message: str
     participant: str | None = None
+    #: The REST call timed out (Twilio may still apply it).
+    timed_out: bool = False
+    #: Refused because the caller is not in the conference right now (joining, at a prompt).
+    outside: bool = False
 
 
 class _BaseUrlHttpClient(AsyncTwilioHttpClient):
@@ -87,16 +109,18 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):
 class TwilioControl:
     """Outbound REST calls. Create inside a running event loop; ``await close()`` at the end."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0,
+    def __init__(self, settings: Settings, *, timeout: float | None = None,
                  metrics: Metrics | None = None) -> None:
         self.metrics = metrics
+        #: Seconds one REST call may take (``HANDRAISE_TWILIO_TIMEOUT``).
+        self.timeout = settings.twilio_timeout_s if timeout is None else timeout
         self._http: AsyncTwilioHttpClient | None = None
         self._client: Client | None = None
         if settings.twilio_account_sid and settings.twilio_auth_token:
             if settings.twilio_api_url.rstrip("/") == DEFAULT_TWILIO_API_URL:
-                self._http = AsyncTwilioHttpClient(timeout=timeout)
+                self._http = AsyncTwilioHttpClient(timeout=self.timeout)
             else:
-                self._http = _BaseUrlHttpClient(settings.twilio_api_url, timeout=timeout)
+                self._http = _BaseUrlHttpClient(settings.twilio_api_url, timeout=self.timeout)
             self._client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
                                   http_client=self._http)
 
@@ -122,14 +146,22 @@ class TwilioControl:
     async def _call(self, what: str, call: Any) -> RestOutcome:
         assert self._client is not None
         try:
-            await call(self._client)
+            # The async client stores its timeout but does not apply it (twilio 9: each
+            # request passes timeout=None on to aiohttp, which then waits forever).
+            async with asyncio.timeout(self.timeout):
+                await call(self._client)
         except TwilioRestException as exc:
             if exc.status == 404 or exc.code == 20404:
                 log.info("twilio: %s: not found (the call already left)", what)
                 return RestOutcome("gone", "That caller has already left the call.")
             log.warning("twilio: %s failed: %s %s", what, exc.code, exc.msg)
             return RestOutcome("failed", f"Twilio refused to {what} (error {exc.code}): {exc.msg}")
-        except (TwilioException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TimeoutError:
+            log.warning("twilio: %s: no answer within %.1f s", what, self.timeout)
+            return RestOutcome("failed", f"Twilio did not answer within {self.timeout:g} s, so "
+                                         f"could not {what}; nothing was changed. Try again "
+                                         "in a moment.", timed_out=True)
+        except (TwilioException, aiohttp.ClientError, OSError) as exc:
             log.warning("twilio: %s failed: %r", what, exc)
             return RestOutcome("failed", f"Could not reach Twilio to {what}; nothing was changed.")
         return RestOutcome("ok")
@@ -351,6 +383,13 @@ class HostControls:
         self.twilio = twilio
         self.urls = urls
         self.timing = timing or FloorTiming()
+        self._undoing: set[asyncio.Task[RestOutcome]] = set()
+
+    def _undo(self, step: Awaitable[RestOutcome]) -> None:
+        """Run a compensating REST call in the background (the host's answer does not wait)."""
+        task: asyncio.Task[RestOutcome] = asyncio.ensure_future(step)
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
 
     async def _target(self, room: str, pid: str) -> tuple[Room, Participant]:
         return await get_room(self.redis, room), await self.queue.participant(room, pid)
@@ -373,7 +412,7 @@ class HostControls:
                                        "again in a moment.", pid)
         if status not in CALL_OVER:
             return ActionResult(False, "That caller is not in the conference right now (joining, or "
-                                       "answering a prompt); try again in a moment.", pid)
+                                       "answering a prompt); try again in a moment.", pid, outside=True)
         await forget_participant(self.queue, room, pid, reason="gone")
         return ActionResult(False, "That caller has already left the call.", pid)
 
@@ -388,7 +427,7 @@ class HostControls:
         if outcome.kind == "gone":
             return await self._gone(room, pid)
         if not outcome.ok:
-            return ActionResult(False, outcome.message, pid)
+            return ActionResult(False, outcome.message, pid, timed_out=outcome.timed_out)
         await self.queue.update(room, pid, muted=muted)
         log.info("room %s: %s %s", room, "muted" if muted else "unmuted", pid)
         return ActionResult(True, "Muted." if muted else "Unmuted.", pid)
@@ -491,23 +530,60 @@ class HostControls:
         button, the API's ``call-next``, the host's keypad): one function for all of them.
         """
         r = await get_room(self.redis, room)
-        if r.unmute == "consent":
-            return await self._invite(r, pid)
-        return await self._call_on_now(r, pid)
+        act = self._invite if r.unmute == "consent" else self._call_on_now
+        if pid is not None:
+            return await act(r, pid)
+        candidates, refusal = await self._next_hands(r)
+        for candidate in candidates:
+            result = await act(r, candidate, next_hand=True)
+            if not result.outside:
+                return result
+            log.info("room %s: call on next passed over %s (not in the conference yet)", room, candidate)
+        return refusal or ActionResult(False, NOBODY_IN_CALL)
 
-    async def _call_on_now(self, r: Room, pid: str | None) -> ActionResult:
+    async def _next_hands(self, r: Room) -> tuple[list[str], ActionResult | None]:
+        """"Call on next"'s candidates in queue order, or the refusal when there are none.
+
+        A caller at a host prompt (or in the star menu) is left out. A caller Twilio does not
+        have in the conference yet (the pre-join window) is passed over by :meth:`call_on`,
+        which then tries the next hand: one caller outside must not stop the meeting.
+        """
+        hands = await self.queue.queue(r.id)
+        if not hands:
+            return [], ActionResult(False, "No hand is raised.")
+        if not r.conference_sid:
+            return [], ActionResult(False, "The conference has not started yet.")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for hand in hands[:NEXT_TRIES]:
+                pipe.exists(prompting_key(r.id, hand.participant))
+            prompting = await pipe.execute()
+        candidates = [h.participant for h, asked in zip(hands, prompting, strict=False) if not asked]
+        return candidates, None if candidates else ActionResult(False, NOBODY_IN_CALL)
+
+    async def _call_on_now(self, r: Room, pid: str, *, next_hand: bool = False) -> ActionResult:
         room = r.id
-        if pid is None:
-            hands = await self.queue.queue(room)
-            if not hands:
-                return ActionResult(False, "No hand is raised.")
-            pid = hands[0].participant
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        # Twilio first: when it fails or does not answer, the queue is left as it was.
         result = await self._set_muted(room, pid, False)
         if not result.ok:
+            if result.timed_out and r.conference_sid:
+                # A slow Twilio may still unmute them, late: mute them again behind it, so
+                # the call ends as the queue says (muted, not the speaker), not half-changed.
+                self._undo(self.twilio.set_muted(r.conference_sid, self._who(p), True))
             return result
         # The turn names the speaker it replaced atomically: of two racing clicks, the
         # later one mutes the earlier speaker, so only one caller stays live.
-        turn = await self.queue.call_on(room, pid, by="host")
+        try:
+            turn = await self.queue.call_on(room, pid, by="host")
+        except Exception:
+            # Unmuted but not made the speaker (Redis went away): mute them again rather
+            # than leave a live caller the queue does not know about.
+            if r.conference_sid:
+                await self.twilio.set_muted(r.conference_sid, self._who(p), True)
+            raise
         if turn is not None and turn.previous:
             await self._set_muted(room, turn.previous, True)
         if r.speak_limit_s:
@@ -517,14 +593,8 @@ class HostControls:
 
     # --- consent rooms: invitations to speak -------------------------------------------
 
-    async def _invite(self, r: Room, pid: str | None) -> ActionResult:
-        """Invite ``pid`` (or the first hand) to speak; the caller alone hears it."""
-        next_hand = pid is None
-        if pid is None:
-            hands = await self.queue.queue(r.id)
-            if not hands:
-                return ActionResult(False, "No hand is raised.")
-            pid = hands[0].participant
+    async def _invite(self, r: Room, pid: str, *, next_hand: bool = False) -> ActionResult:
+        """Invite ``pid`` to speak (``next_hand``: as "Call on next"); the caller alone hears it."""
         p = await self.queue.participant(r.id, pid)
         if p.role == "host":  # a host needs nobody's leave to speak
             return await self._call_on_now(r, pid)
@@ -769,12 +839,29 @@ class HostControls:
             found = await pipe.execute()
         return any(not sid or sid != r.conference_sid for sid in found)
 
+    async def welcome_back(self, r: Room, pid: str, call_sid: str | None) -> None:
+        """A caller who joined while Redis was away (degraded mode), now added to the room,
+        gets what the normal way in gives: a web PIN and, in a ``stream`` room, the keypad
+        stream (their degraded TwiML had none)."""
+        await issue_pin(self.redis, r.id, pid)
+        # They are in the conference, past any Gather: the stream's keys are theirs from
+        # the start (without this mark they would be taken for the pre-join window's).
+        await note_gather(self.redis, r.id, pid, "")
+        if r.keypad_mode == "stream" and call_sid:
+            outcome = await self.twilio.start_stream(
+                call_sid, self.urls.media_stream(), name=KEYPAD_STREAM,
+                params=keypad_stream_params(r.id, pid))
+            if not outcome.ok:
+                log.warning("room %s: no keypad stream for %s, who joined while Redis was "
+                            "away: %s", r.id, pid, outcome.message)
+
     @_redis_guarded
     async def reconcile(self, room: str) -> ActionResult:
         """Bring the room's participants in line with Twilio's list (after Redis was away).
 
-        Adds callers who joined while Redis could not record them and refreshes mute and
-        hold. A participant Twilio does not list is removed only when their call is over
+        Adds callers who joined while Redis could not record them (with a web PIN and, in
+        a ``stream`` room, a keypad stream, as the normal way in gives) and refreshes mute
+        and hold. A participant Twilio does not list is removed only when their call is over
         (callers in the pre-join window or a host prompt are not listed, yet still there):
         this also catches a hang-up during the pre-join window, which no callback reports.
         With no conference running, nobody is listed: only the finished calls go.
@@ -799,6 +886,8 @@ class HostControls:
                     log.info("room %s: could not re-add %s: %s", room, x.label, exc.message)
                     continue
                 added += 1
+                if not x.host:
+                    await self.welcome_back(r, x.label, x.call_sid)
             else:
                 await self.queue.update(room, x.label, muted=x.muted, hold=x.hold)
             if r.conference_sid:

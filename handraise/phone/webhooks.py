@@ -26,7 +26,19 @@ from ..errors import HandraiseError, NotFound
 from ..events import LUA_EMIT, REDIS_ERRORS, encode_changes
 from ..pins import issue_pin, pin_of
 from ..queue import MAX_PARTICIPANTS, IsSpeaker, NoSpeaker, Queue, RoomFull, Source, mask_number
-from ..rooms import Role, Room, code_hash, get_room, list_rooms, lookup_code, new_id, update_room
+from ..rooms import (
+    Role,
+    Room,
+    backfill_live_rooms,
+    code_hash,
+    get_room,
+    get_rooms,
+    live_rooms,
+    lookup_code,
+    new_id,
+    sweep_live_rooms,
+    update_room,
+)
 from ..store import Redis, key
 from . import twiml
 from .control import (
@@ -738,6 +750,8 @@ async def _ensure_participant(svc: PhoneServices, room: str, pid: str, form: dic
         log.info("room %s: not recovering %s: %s", room, pid, exc.message)
         return False
     log.info("room %s: recovered participant %s from a conference callback", room, pid)
+    if role == "participant":
+        await svc.host.welcome_back(await get_room(svc.redis, room), pid, form.get("CallSid"))
     return True
 
 
@@ -875,6 +889,16 @@ async def post_conference_events() -> Response:
 # --- periodic reconciliation ------------------------------------------------------------------
 
 
+async def periodic_rooms(svc: PhoneServices) -> list[Room]:
+    """The rooms periodic work visits: those of the live index (rooms with participants),
+    and those Redis missed changes of here (a caller who joined while it was away is in
+    none of its sets yet)."""
+    rooms = await live_rooms(svc.redis)
+    known = {r.id for r in rooms}
+    missed = sorted(svc.dirty - known)
+    return rooms + await get_rooms(svc.redis, missed) if missed else rooms
+
+
 async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0,
                           rooms: list[Room] | None = None) -> int:
     """Reconcile with Twilio each open room that has callers outside its conference, or that
@@ -885,7 +909,7 @@ async def reconcile_rooms(svc: PhoneServices, *, claim_s: float = 0.0,
     room and period does the work (a short Redis claim), not every process.
     """
     done = 0
-    for room in await list_rooms(svc.redis) if rooms is None else rooms:
+    for room in await periodic_rooms(svc) if rooms is None else rooms:
         try:
             if room.id not in svc.dirty and not await svc.host.has_outsiders(room.id):
                 continue
@@ -918,7 +942,7 @@ async def resume_streams(svc: PhoneServices, *, me: str, rooms: list[Room] | Non
     ``me`` is this process's holder name (:func:`.streams.process_holder`).
     """
     started = 0
-    for room in await list_rooms(svc.redis) if rooms is None else rooms:
+    for room in await periodic_rooms(svc) if rooms is None else rooms:
         if svc.stopping.is_set():
             break
         try:
@@ -962,7 +986,11 @@ async def _reconcile_forever(svc: PhoneServices, interval_s: float, me: str) -> 
                 await asyncio.wait_for(svc.stopping.wait(), interval_s)  # the timer shutdown ends
                 return
         try:
-            rooms = await list_rooms(svc.redis)
+            if first:
+                await backfill_live_rooms(svc.redis)
+            else:
+                await sweep_live_rooms(svc.redis)
+            rooms = await periodic_rooms(svc)
             if not first:
                 await reconcile_rooms(svc, claim_s=interval_s * 0.8, rooms=rooms)
             # At start-up too: streams that died with the previous process come back now.

@@ -76,6 +76,11 @@ class SimConfig:
     background_level_dbm0: float = -65.0
     seed: int | None = None
     webhook_timeout: float = 15.0
+    #: A slow Twilio: each REST request waits this long before it is handled (``math.inf``:
+    #: it is never answered). Read per request, so a test can change it mid-call.
+    rest_delay_s: float = 0.0
+    #: False: a new connection for each webhook (so a TCP balancer spreads them).
+    webhook_keepalive: bool = True
 
 
 @dataclass
@@ -232,7 +237,10 @@ class Engine:
         self._changed = asyncio.Event()
         self._subscribers: set[asyncio.Queue[SimEvent]] = set()
         self._t0 = time.monotonic()
-        self.http = httpx.AsyncClient(timeout=config.webhook_timeout, trust_env=False)
+        limits = httpx.Limits() if config.webhook_keepalive else httpx.Limits(
+            max_keepalive_connections=0)
+        self.http = httpx.AsyncClient(timeout=config.webhook_timeout, trust_env=False,
+                                      limits=limits)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ events

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -69,9 +70,32 @@ def rest_blueprint(engine: Engine) -> Blueprint:
     account = engine.config.account_sid
     base = f"/{API_VERSION}/Accounts/{account}"
 
+    pending: set[asyncio.Task[Any]] = set()  # slow requests being applied
+
     def authed(handler: Handler) -> Handler:
         @wraps(handler)
         async def wrapper(account_sid: str, **kwargs: Any) -> Any:
+            delay = engine.config.rest_delay_s
+            if delay <= 0:
+                return await handle(account_sid, **kwargs)
+            engine.emit("rest-delayed", None, method=request.method, path=request.path,
+                        delay_s=delay)
+            if math.isinf(delay):
+                await asyncio.Event().wait()  # hung: only the client giving up ends it
+            await request.form  # read now: the client may be gone when it is applied
+
+            async def later() -> Any:
+                await asyncio.sleep(delay)
+                return await handle(account_sid, **kwargs)
+
+            # Slow, as Twilio can be: the request is applied, late, even if the client
+            # gave up waiting (the shield keeps the client's disconnect from cancelling it).
+            task = asyncio.ensure_future(later())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            return await asyncio.shield(task)
+
+        async def handle(account_sid: str, **kwargs: Any) -> Any:
             try:
                 _check_auth()
                 if account_sid != account:

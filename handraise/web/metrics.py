@@ -98,8 +98,10 @@ async def _start_flushing() -> None:
     app.extensions["handraise_metrics_log"] = counter
 
     async def loop() -> None:
-        while True:
+        while "handraise" in app.extensions:
             await asyncio.sleep(FLUSH_S)
+            if "handraise" not in app.extensions:
+                return  # the app is stopping: its own shutdown flushes the last counts
             try:
                 async with app.app_context():
                     await _flush()
@@ -117,7 +119,7 @@ async def _stop_flushing() -> None:
     task = current_app.extensions.pop("handraise_metrics_task", None)
     if task is not None:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, RuntimeError):
             await task
     # The app's own shutdown (handraise.app) flushes the last counts before Redis closes.
 
