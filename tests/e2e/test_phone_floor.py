@@ -293,7 +293,7 @@ async def test_a_room_chooses_its_own_answer_keys(redis_server: str, mode: str) 
             stack.sim.press(sid, "1")  # the default key means nothing here
         else:
             await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2, after=mark)
-            assert line in stack.said(sid)
+            await until(lambda: line in stack.said(sid))  # the Gather's Say is heard just after
         stack.sim.press(sid, "*4")
         await until(lambda: stack.sim.state(sid).get("conference") and not _muted(stack, sid))
         await until(lambda: _speaker_is(stack, room, pid))  # Twilio first, then the turn
