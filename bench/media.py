@@ -291,6 +291,7 @@ def bench_node(streams: int, seconds: float, press_every: float) -> dict[str, fl
 
 
 def bench_served(streams: int, seconds: float, workers: int, press_every: float) -> dict[str, float]:
+    batch = int(os.environ.get("HANDRAISE_MEDIA_READ_BATCH", "3"))
     with tempfile.TemporaryDirectory() as tmp, scratch_redis(Path(tmp)) as redis_url:
         port = free_port()
         rooms, plan = asyncio.run(_setup(redis_url, streams))
@@ -351,7 +352,7 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
     msgs = streams / FRAME_S * m["wall"]
     lat = np.array(latencies) if latencies else np.array([float("nan")])
     lat0 = np.array(from_start) if from_start else np.array([float("nan")])
-    print(f"served, {streams:>4} streams, --workers {workers}"
+    print(f"served, {streams:>4} streams, --workers {workers}, read batch {batch}"
           f"{' (serve pinned to core 0)' if workers == 1 else ' (unpinned)'}, "
           f"{seconds:.0f} s window:")
     print(f"  server CPU {m['cpu'] / m['wall'] * 100:5.1f} % of a core, "
@@ -360,7 +361,8 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
           f"({out['sent_rate'] / out['intended_rate'] * 100:.1f} %), its lateness p99 "
           f"{out['late_p99_ms']:.1f} ms")
     print(f"  backlog unread in server sockets: {m['backlog0']} B at start, "
-          f"{m['backlog1']} B at end")
+          f"{m['backlog1']} B at end (HANDRAISE_MEDIA_READ_BATCH=N leaves up to N x 300 B "
+          f"per stream waiting by design: {streams * 300 * batch} B here)")
     print(f"  key release -> hand in Redis: p50 {np.percentile(lat, 50):.0f} ms, "
           f"p90 {np.percentile(lat, 90):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms, "
           f"max {lat.max():.0f} ms; {answered}/{presses} presses answered, "
