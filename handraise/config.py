@@ -158,18 +158,8 @@ class Settings:
                 ("timer_interval_s", "HANDRAISE_TIMER_INTERVAL", 0.5, 0.05, 10.0),
             )
         }
-        timeout_raw = get("HANDRAISE_TWILIO_TIMEOUT")
-        twilio_timeout_s = 10.0
-        if timeout_raw is not None:
-            try:
-                twilio_timeout_s = float(timeout_raw)
-            except ValueError:
-                twilio_timeout_s = -1.0
-            if not 0.5 <= twilio_timeout_s <= 60.0:
-                raise ConfigError(
-                    f"HANDRAISE_TWILIO_TIMEOUT is {timeout_raw!r}: it should hold "
-                    f"{_WHAT['HANDRAISE_TWILIO_TIMEOUT']}."
-                )
+        twilio_timeout_s = _seconds(get("HANDRAISE_TWILIO_TIMEOUT"), "HANDRAISE_TWILIO_TIMEOUT",
+                                    10.0, 0.5, 60.0)
         metrics_access = (get("HANDRAISE_METRICS") or "local").lower()
         if metrics_access not in {"local", "host", "off"}:
             raise ConfigError(
