@@ -28,7 +28,9 @@ bookkeeping) is in ``bench/media.py``'s figures. The read batch (``SO_RCVLOWAT``
 ``HANDRAISE_MEDIA_READ_BATCH``) decided by them, 1000 paced streams on one core, the same run
 for both values: batch 1, 80 % of the core (16.1 µs per message), key release -> hand p99
 128 ms; batch 3, 68 % (13.6 µs), p99 48 ms. Fewer wake-ups per message leave the loop less
-busy, so keys are answered sooner even though each socket is read only every 60 ms.
+busy, so keys are answered sooner even though each socket is read only every 60 ms. It is
+not the default yet: a stream's last messages (its ``stop``) stay unread until the peer
+closes the socket, which stalls a peer that waits for our close first (the emulator does).
 
 ``--workers N`` runs N such processes, each with its own ``SO_REUSEPORT`` socket on the
 same port (the kernel spreads connections); every process reads every room's events from
