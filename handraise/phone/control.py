@@ -394,6 +394,17 @@ class HostControls:
     async def _target(self, room: str, pid: str) -> tuple[Room, Participant]:
         return await get_room(self.redis, room), await self.queue.participant(room, pid)
 
+    async def _in_call(self, room: str, pid: str) -> tuple[Participant, str] | ActionResult:
+        """The participant and the ConferenceSid for an action on a caller in the conference,
+        or the refusal."""
+        try:
+            r, p = await self._target(room, pid)
+        except HandraiseError as exc:
+            return ActionResult(False, exc.message, pid)
+        if not r.conference_sid:
+            return ActionResult(False, "The conference has not started yet.", pid)
+        return p, r.conference_sid
+
     @staticmethod
     def _who(p: Participant) -> str:
         return p.label or p.call_sid or p.id
@@ -417,13 +428,11 @@ class HostControls:
         return ActionResult(False, "That caller has already left the call.", pid)
 
     async def _set_muted(self, room: str, pid: str, muted: bool) -> ActionResult:
-        try:
-            r, p = await self._target(room, pid)
-        except HandraiseError as exc:
-            return ActionResult(False, exc.message, pid)
-        if not r.conference_sid:
-            return ActionResult(False, "The conference has not started yet.", pid)
-        outcome = await self.twilio.set_muted(r.conference_sid, self._who(p), muted)
+        found = await self._in_call(room, pid)
+        if isinstance(found, ActionResult):
+            return found
+        p, conference = found
+        outcome = await self.twilio.set_muted(conference, self._who(p), muted)
         if outcome.kind == "gone":
             return await self._gone(room, pid)
         if not outcome.ok:
@@ -462,15 +471,13 @@ class HostControls:
         The sentence waits in Redis under a random token named in the AnnounceUrl, so no
         name or number is ever in a URL Twilio logs.
         """
-        try:
-            r, p = await self._target(room, pid)
-        except HandraiseError as exc:
-            return ActionResult(False, exc.message, pid)
-        if not r.conference_sid:
-            return ActionResult(False, "The conference has not started yet.", pid)
+        found = await self._in_call(room, pid)
+        if isinstance(found, ActionResult):
+            return found
+        p, conference = found
         note = secrets.token_urlsafe(12)
         await self.redis.set(note_key(room, note), text, ex=NOTE_TTL_S)
-        outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
+        outcome = await self.twilio.announce_to(conference, self._who(p),
                                                 self.urls.announce_note(room, pid, note))
         return ActionResult(outcome.ok, outcome.message or "Told them.", pid)
 
@@ -484,13 +491,11 @@ class HostControls:
     @_redis_guarded
     async def tell_help(self, room: str, pid: str) -> ActionResult:
         """Tell ``pid`` privately the room's keys, their web PIN and the page address (star 0)."""
-        try:
-            r, p = await self._target(room, pid)
-        except HandraiseError as exc:
-            return ActionResult(False, exc.message, pid)
-        if not r.conference_sid:
-            return ActionResult(False, "The conference has not started yet.", pid)
-        outcome = await self.twilio.announce_to(r.conference_sid, self._who(p),
+        found = await self._in_call(room, pid)
+        if isinstance(found, ActionResult):
+            return found
+        p, conference = found
+        outcome = await self.twilio.announce_to(conference, self._who(p),
                                                 self.urls.announce_help(room, pid))
         return ActionResult(outcome.ok, outcome.message or "Told them the keys.", pid)
 
