@@ -17,13 +17,15 @@ import functools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.exceptions
 
 from .store import Redis, key
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -373,3 +375,24 @@ def sse_comment(text: str = "keep-alive") -> str:
 def _check_field(name: str, value: str) -> None:
     if _LINES.search(value) or (name == "id" and "\0" in value):
         raise ValueError(f"SSE {name} must be a single line: {value!r}")
+
+
+async def unless_stopped(stop: asyncio.Event, aw: Awaitable[T]) -> T | None:
+    """``aw``'s result, or None as soon as ``stop`` is set (``aw`` is then cancelled).
+
+    A worker stops by setting events rather than by cancelling its tasks: redis-py's
+    asyncio client swallows a cancellation that lands in a command often enough (seen with
+    redis-py 8) that a cancelled loop would go on forever.
+    """
+    task = asyncio.ensure_future(aw)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None

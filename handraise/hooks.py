@@ -45,20 +45,19 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from .errors import Invalid, NotFound
-from .events import REDIS_ERRORS, Event, last_event_id, parse_id
+from .events import REDIS_ERRORS, Event, last_event_id, parse_id, unless_stopped
 from .queue import caller_name, mask_number
 from .rooms import get_room, new_id
 from .store import Redis, global_key, is_cluster, key, slot_of
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 SIGNATURE_HEADER = "Handraise-Signature"
 #: Event types a hook can ask for (``--events``); the stream's ``hand.raised`` is ``hand_raised``.
@@ -489,27 +488,6 @@ class Attempt:
     result: str  # "HTTP 200", "timeout", "connection failed"
 
 
-async def _unless(stop: asyncio.Event, aw: Awaitable[T]) -> T | None:
-    """``aw``'s result, or None as soon as ``stop`` is set (``aw`` is then cancelled).
-
-    The worker stops by setting events rather than by cancelling its tasks: redis-py's
-    asyncio client swallows a cancellation that lands in a command often enough (seen with
-    redis-py 8) that a cancelled loop would go on forever.
-    """
-    task = asyncio.ensure_future(aw)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return None
-
-
 class HookWorker:
     """Delivers every hook's events while the app runs (one per process; they share the work)."""
 
@@ -575,7 +553,7 @@ class HookWorker:
             except Exception:
                 log.exception("hooks: scan failed")
             # A polling timer, not synchronisation.
-            await _unless(self._stop, asyncio.sleep(self.settings.scan_s))
+            await unless_stopped(self._stop, asyncio.sleep(self.settings.scan_s))
 
     async def _read(self) -> None:
         """Follow the event streams of every room this worker holds, with blocking XREADs.
@@ -599,7 +577,7 @@ class HookWorker:
                             {stream: run.read_from for stream, run in streams.items()},
                             count=500, block=int(self.settings.read_block_s * 1000))), streams)
                 if not reads:
-                    await _unless(self._stop, asyncio.sleep(self.settings.scan_s))  # a timer
+                    await unless_stopped(self._stop, asyncio.sleep(self.settings.scan_s))  # a timer
                     continue
                 stopping = asyncio.ensure_future(self._stop.wait())
                 try:
@@ -622,7 +600,7 @@ class HookWorker:
                     delay = 0.5
                     continue
                 log.warning("hooks: reading events: redis unavailable (%r); retrying", lost)
-                await _unless(self._stop, asyncio.sleep(delay))  # back-off, not synchronisation
+                await unless_stopped(self._stop, asyncio.sleep(delay))  # back-off, not synchronisation
                 delay = min(delay * 2, 10.0)
         finally:
             for task, _ in reads.values():
@@ -808,11 +786,11 @@ class _RoomRunner:
 
     async def _pause(self, seconds: float) -> None:
         """A retry timer (on the worker's clock) that ends early when the room stops here."""
-        await _unless(self.stopping, self.w.clock.sleep(seconds))
+        await unless_stopped(self.stopping, self.w.clock.sleep(seconds))
 
     async def _pause_wall(self, seconds: float) -> None:
         """A back-off or renewal timer in wall time that ends early when the room stops here."""
-        await _unless(self.stopping, asyncio.sleep(seconds))
+        await unless_stopped(self.stopping, asyncio.sleep(seconds))
 
     # --- lease ---
 
@@ -842,7 +820,7 @@ class _RoomRunner:
         for hook_id in await self.redis.smembers(_lanes_key(self.room)):
             self._lane(hook_id)
         while not self.stopping.is_set():
-            event = await _unless(self.stopping, self.inbox.get())
+            event = await unless_stopped(self.stopping, self.inbox.get())
             if event is None:
                 return
             while not self.stopping.is_set():
@@ -914,7 +892,7 @@ class _RoomRunner:
                         if self.closed_seen:
                             break
                         try:
-                            await _unless(self.stopping, asyncio.wait_for(wake.wait(), 5.0))
+                            await unless_stopped(self.stopping, asyncio.wait_for(wake.wait(), 5.0))
                         except TimeoutError:  # nothing for a while: is the hook still there?
                             if await get_hook(self.redis, hook_id) is None:
                                 break
@@ -933,7 +911,7 @@ class _RoomRunner:
                 if not await self._leased():
                     self.stopping.set()
                     return
-                attempt = await _unless(self.stopping, self.w.post(
+                attempt = await unless_stopped(self.stopping, self.w.post(
                     hook, item["id"], item["type"], item["body"], failures + 1))
                 if attempt is None:
                     return  # stopped mid-request: the next runner sends it again

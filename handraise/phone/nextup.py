@@ -25,13 +25,10 @@ however many, and one ZRANGE a second to notice new rooms; a room leaves it with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import TypeVar
 
 from ..errors import NotFound
-from ..events import REDIS_ERRORS, Event, parse_id, read_events
+from ..events import REDIS_ERRORS, Event, parse_id, read_events, unless_stopped
 from ..queue import Queue
 from ..rooms import get_room
 from ..store import global_key, key
@@ -39,7 +36,6 @@ from .control import HostControls
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 #: Events that cannot change who is first in line (anything else may, including the
 #: event types of features added later).
@@ -111,22 +107,6 @@ async def check_room(queue: Queue, host: HostControls, room: str, *,
     return head
 
 
-async def _unless(stop: asyncio.Event, aw: Awaitable[T]) -> T | None:
-    """``aw``'s result, or None once ``stop`` is set (redis-py may swallow a cancel)."""
-    task = asyncio.ensure_future(aw)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return None
-
-
 class NextWatcher:
     """Follows every open room's events (one XREAD) and runs :func:`check_room` after each
     batch that may have moved its queue. One per process."""
@@ -188,10 +168,10 @@ class NextWatcher:
                     await self._rescan()
                     rescan_at = loop.time() + self.rescan_s
                 if not self.cursors:
-                    await _unless(self._stop, asyncio.sleep(self.rescan_s))  # a timer
+                    await unless_stopped(self._stop, asyncio.sleep(self.rescan_s))  # a timer
                     continue
                 streams = {key(room, "events"): room for room in self.cursors}
-                reply = await _unless(self._stop, self.queue.redis.xread(
+                reply = await unless_stopped(self._stop, self.queue.redis.xread(
                     {stream: self.cursors[room] for stream, room in streams.items()},
                     count=500, block=self.block_ms))
                 delay = 0.5
@@ -210,11 +190,11 @@ class NextWatcher:
                         self.cursors[room] = str(entries[-1][0])
             except REDIS_ERRORS as exc:
                 log.warning("next-in-line watcher: redis unavailable (%r); retrying", exc)
-                await _unless(self._stop, asyncio.sleep(delay))  # back-off, not synchronisation
+                await unless_stopped(self._stop, asyncio.sleep(delay))  # back-off, not synchronisation
                 delay = min(delay * 2, 10.0)
             except Exception:  # pragma: no cover - a bug must not end the watcher
                 log.exception("next-in-line watcher failed")
-                await _unless(self._stop, asyncio.sleep(delay))
+                await unless_stopped(self._stop, asyncio.sleep(delay))
 
 
 def _type(event_id: str, fields: dict[str, str]) -> str:
