@@ -12,11 +12,16 @@ what is observed, and the detector does not depend on it, so any payload from 1 
 :data:`MAX_FRAME_BYTES` bytes is a frame; empty or longer ones are refused.
 
 Fast path: nearly every message is an inbound ``media`` frame of the shape Twilio (and
-the emulator) writes. :meth:`StreamReader.media_payload` recognises exactly that shape
-with one regular expression (no JSON decoding, no dataclass) and decodes the payload with
-:func:`binascii.a2b_base64` in strict mode; anything else (other key order, escapes,
-another event, a bad payload, another stream) returns None and goes through
-:meth:`StreamReader.feed`, which refuses what is malformed as before.
+the emulator) writes. :meth:`StreamReader.media_text` recognises exactly that shape (one
+regular expression over the fields before the payload, one comparison of what follows
+it; no JSON decoding, no dataclass) and returns the payload still in base64, which
+:func:`decode_payload` decodes with :func:`binascii.a2b_base64` in strict mode; anything
+else (other key order, escapes, another event, another stream, a bad payload) goes
+through :meth:`StreamReader.feed`, which refuses what is malformed as before.
+:meth:`StreamReader.media_payload` is the two steps for one message. (A regular
+expression over the whole message cost 1.6 µs here, 0.9 µs of it matching the 216
+characters of base64 that the decoder checks anyway; the head alone costs 0.5 µs. Decoding
+a tick's payloads together in numpy was slower than ``a2b_base64``: 2 µs a frame.)
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "Start",
     "Stop",
     "StreamReader",
+    "decode_payload",
     "parse_message",
 ]
 
@@ -260,15 +266,29 @@ State = Literal["new", "connected", "started", "stopped"]
 
 _COUNT = r'"(?:\d{1,18})"'
 _B64_MAX = (MAX_FRAME_BYTES + 2) // 3 * 4
-_FAST_MEDIA = (
-    r'\{"event": ?"media", ?"sequenceNumber": ?' + _COUNT
-    + r', ?"media": ?\{"track": ?"inbound", ?"chunk": ?' + _COUNT
-    + r', ?"timestamp": ?' + _COUNT
-    + r', ?"payload": ?"([A-Za-z0-9+/]{2,' + str(_B64_MAX) + r'}={0,2})"\}'
-    + r', ?"streamSid": ?"([A-Za-z0-9]{1,64})"\}'
-)
-_FAST_STR = re.compile(_FAST_MEDIA)
-_FAST_BYTES = re.compile(_FAST_MEDIA.encode())
+_HEAD = re.compile(
+    rb'\{"event": ?"media", ?"sequenceNumber": ?' + _COUNT.encode()
+    + rb', ?"media": ?\{"track": ?"inbound", ?"chunk": ?' + _COUNT.encode()
+    + rb', ?"timestamp": ?' + _COUNT.encode() + rb', ?"payload": ?"')
+"""The usual media message up to its payload (a match from the start, not a search)."""
+
+def decode_payload(text: bytes) -> bytes:
+    """One media payload from base64, as the strict parser reads it.
+
+    Raises
+    ------
+    FrameError
+        If it is not valid base64, or empty, or over :data:`MAX_FRAME_BYTES` decoded.
+    """
+    try:
+        payload = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error as exc:
+        raise FrameError(f"media.payload is not valid base64 ({exc}).") from None
+    if not payload:
+        raise FrameError("media.payload is empty.")
+    if len(payload) > MAX_FRAME_BYTES:
+        raise FrameError(f"media.payload is over {MAX_FRAME_BYTES} bytes.")
+    return payload
 
 
 class StreamReader:
@@ -283,36 +303,41 @@ class StreamReader:
         self.state: State = "new"
         self.start: Start | None = None
         self.skipped = 0
+        #: What follows the payload in the usual shape, compact or spaced (set at start).
+        self._tails: frozenset[bytes] = frozenset()
 
     @property
     def stream_sid(self) -> str:
         return self.start.stream_sid if self.start is not None else ""
 
-    def media_payload(self, raw: str | bytes) -> bytes | None:
-        """The mu-law payload of an inbound ``media`` frame of the usual shape, else None.
+    def media_text(self, raw: bytes) -> bytes | None:
+        """The payload, still base64, of an inbound ``media`` frame of the usual shape.
 
         None means "not recognised here": pass ``raw`` to :meth:`feed`. A payload is
-        returned only after ``start``, before ``stop``, for this stream.
+        returned only after ``start``, before ``stop``, for this stream, and is not
+        checked here: :func:`decode_payload` refuses a bad one.
         """
-        start = self.start
-        if start is None or self.state != "started":
+        if self.state != "started":
             return None
-        text: str | bytes
-        if isinstance(raw, bytes):
-            found = _FAST_BYTES.fullmatch(raw)
-            if found is None or found.group(2) != start.stream_sid.encode():
-                return None
-            text = found.group(1)
-        else:
-            match = _FAST_STR.fullmatch(raw)
-            if match is None or match.group(2) != start.stream_sid:
-                return None
-            text = match.group(1)
+        head = _HEAD.match(raw)
+        if head is None:
+            return None
+        begin = head.end()
+        end = raw.find(b'"', begin)
+        if end < 0 or raw[end:] not in self._tails or not 0 < end - begin <= _B64_MAX:
+            return None
+        return raw[begin:end]
+
+    def media_payload(self, raw: str | bytes) -> bytes | None:
+        """The decoded payload of an inbound ``media`` frame of the usual shape, else None
+        (see :meth:`media_text`; a payload that is not valid base64 is None too)."""
+        text = self.media_text(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+        if text is None:
+            return None
         try:
-            payload = binascii.a2b_base64(text, strict_mode=True)
-        except binascii.Error:
+            return decode_payload(text)
+        except FrameError:
             return None
-        return payload if 0 < len(payload) <= MAX_FRAME_BYTES else None
 
     def feed(self, raw: str | bytes) -> Message:
         """Parse ``raw`` and check its place in the stream (see the class)."""
@@ -337,6 +362,9 @@ class StreamReader:
                 raise FrameError("a second start message.")
             self.start = msg
             self.state = "started"
+            sid = json.dumps(msg.stream_sid).encode()
+            self._tails = frozenset({b'"},"streamSid":' + sid + b"}",
+                                     b'"}, "streamSid": ' + sid + b"}"})
             return
         if self.start is None:
             raise FrameError(f"{type(msg).__name__.lower()} before start.")
