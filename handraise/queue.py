@@ -453,6 +453,15 @@ for _, e in ipairs(ordered()) do table.insert(pids, e.pid) end
 return pids
 """
 
+_FIRST = _HEAD + """
+-- The first hand in line ('' if none) and the id of the last event, in one atomic step.
+local first
+if by_raise_time() then first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+else first = (ordered()[1] or {}).pid end
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+return {first or '', #last > 0 and last[1][1] or '0-0'}
+"""
+
 _NEW_MEETING = _HEAD + """
 -- The conference ended: nobody has spoken in the next meeting yet.
 return redis.call('DEL', KEYS[7])
@@ -492,7 +501,8 @@ class Queue:
                 "join": _JOIN, "leave": _LEAVE, "update": _UPDATE, "raise": _RAISE,
                 "reply": _REPLY, "lower": _LOWER, "lower_all": _LOWER_ALL,
                 "undo_lower_all": _UNDO_LOWER_ALL, "call_on": _CALL_ON, "done": _DONE,
-                "line": _LINE, "new_meeting": _NEW_MEETING, "snapshot": _SNAPSHOT,
+                "line": _LINE, "first": _FIRST, "new_meeting": _NEW_MEETING,
+                "snapshot": _SNAPSHOT,
             }.items()
         }
 
@@ -664,6 +674,12 @@ class Queue:
         """Who would be called on next ("Call on next"), None if no hand is up."""
         line = await self.line(room)
         return line[0] if line else None
+
+    async def head(self, room: str) -> tuple[str | None, str]:
+        """(who is first in line or None, the id of the last event), read together: the
+        head of a :meth:`snapshot` without reading every participant."""
+        first, last_id = await self._run("first", room, "")
+        return str(first) or None, str(last_id)
 
     async def new_meeting(self, room: str) -> None:
         """The conference ended: forget who has spoken (the fair order starts afresh)."""

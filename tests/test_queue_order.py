@@ -439,6 +439,10 @@ async def _run_against_model(redis_url: str, fair: bool, ops: list[tuple[str, st
             assert [(h.participant, h.kind) for h in state.queue] == model.kinds(), where
             assert [h.position for h in state.queue] == list(range(1, len(state.queue) + 1))
             assert state.speaker == model.speaker, where
+            # The head alone (what the next-up watcher reads) agrees with the whole snapshot.
+            head = await q.head(room)
+            assert head == (state.queue[0].participant if state.queue else None,
+                            state.last_event_id), where
             new = await read_events(redis, room, last)
             assert len(new) == n_events, (where, [e.type for e in new])
             if new:
