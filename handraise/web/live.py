@@ -115,9 +115,9 @@ class _Latest(Generic[V]):
 class Rendering:
     """One page kind's fragments for one room state, with each fragment's SSE message.
 
-    The messages are encoded once, for every stream that sends them: a 250-caller roster is
-    some 500 kB of HTML, and splitting it into ``data:`` lines for each of 20 dashboards
-    took more of the process than rendering it (bench/meeting.py).
+    The messages are encoded once, for every stream that sends them: an update of a
+    250-caller dashboard is some 500 kB of HTML, and splitting it into ``data:`` lines for
+    each of 20 dashboards took more of the process than rendering it (bench/meeting.py).
     """
 
     event_id: str
