@@ -453,9 +453,43 @@ for _, e in ipairs(ordered()) do table.insert(pids, e.pid) end
 return pids
 """
 
+_FIRST = _HEAD + """
+-- The first hand in line ('' if none) and the id of the last event, in one atomic step.
+local first
+if by_raise_time() then first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+else first = (ordered()[1] or {}).pid end
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+return {first or '', #last > 0 and last[1][1] or '0-0'}
+"""
+
 _NEW_MEETING = _HEAD + """
 -- The conference ended: nobody has spoken in the next meeting yet.
 return redis.call('DEL', KEYS[7])
+"""
+
+_VIEW = _HEAD + """
+-- One participant's part of _SNAPSHOT (ARGV 1: participant key prefix, 2: participant id):
+-- the same fields, with only their hash, only their hand, and the hand's place in line.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+local last_id = '0-0'
+if #last > 0 then last_id = last[1][1] end
+local pid = ARGV[2]
+local people, hands, position = {}, {}, 0
+if present(pid) then table.insert(people, {pid, redis.call('HGETALL', ARGV[1] .. pid)}) end
+local raw = redis.call('ZSCORE', KEYS[3], pid)
+if raw then
+  position = position_of(pid)
+  local reply = redis.call('ZSCORE', KEYS[6], pid)
+  table.insert(hands, {pid, raw, reply and 'reply' or 'point',
+    reply and redis.call('HGET', KEYS[8], pid) or ''})
+end
+local spoken = {}
+if redis.call('SISMEMBER', KEYS[7], pid) == 1 then spoken = {pid} end
+return {now, last_id, redis.call('HGET', KEYS[1], 'speaker') or '',
+  redis.call('HGET', KEYS[1], 'speaker_since') or '', hands, people,
+  redis.call('PTTL', KEYS[9]), spoken, position}
 """
 
 _SNAPSHOT = _HEAD + """
@@ -492,7 +526,8 @@ class Queue:
                 "join": _JOIN, "leave": _LEAVE, "update": _UPDATE, "raise": _RAISE,
                 "reply": _REPLY, "lower": _LOWER, "lower_all": _LOWER_ALL,
                 "undo_lower_all": _UNDO_LOWER_ALL, "call_on": _CALL_ON, "done": _DONE,
-                "line": _LINE, "new_meeting": _NEW_MEETING, "snapshot": _SNAPSHOT,
+                "line": _LINE, "first": _FIRST, "new_meeting": _NEW_MEETING,
+                "snapshot": _SNAPSHOT, "view": _VIEW,
             }.items()
         }
 
@@ -665,6 +700,12 @@ class Queue:
         line = await self.line(room)
         return line[0] if line else None
 
+    async def head(self, room: str) -> tuple[str | None, str]:
+        """(who is first in line or None, the id of the last event), read together: the
+        head of a :meth:`snapshot` without reading every participant."""
+        first, last_id = await self._run("first", room, "")
+        return str(first) or None, str(last_id)
+
     async def new_meeting(self, room: str) -> None:
         """The conference ended: forget who has spoken (the fair order starts afresh)."""
         await self._run("new_meeting", room, "")
@@ -695,32 +736,50 @@ class Queue:
 
     async def snapshot(self, room: str) -> RoomState:
         """Participants, queue (in its order), speaker and last event id, in one atomic step."""
-        now, last_id, speaker, since, hands, people, undo_ms, spoken = await self._scripts["snapshot"](
-            keys=self._keys(room, ""), args=[key(room, "p", "")],
-        )
-        hashes = {pid: dict(zip(flat[::2], flat[1::2], strict=True)) for pid, flat in people if flat}
-        participants = sorted(
-            (_participant(room, pid, h) for pid, h in hashes.items()),
-            key=lambda p: (p.joined_at, p.id),
-        )
-        queue = []
-        for i, (pid, score, kind, reply_to) in enumerate(hands, start=1):
-            raised = int(float(score) // 1000)
-            queue.append(
-                Hand(
-                    participant=pid,
-                    position=i,
-                    raised_at=raised,
-                    wait_s=max(0.0, (int(now) - raised) / 1000),
-                    source=hashes.get(pid, {}).get("hand_source"),
-                    kind="reply" if kind == "reply" else "point",
-                    reply_to=reply_to or None,
-                )
+        result = await self._scripts["snapshot"](keys=self._keys(room, ""), args=[key(room, "p", "")])
+        return _state(room, *result)
+
+    async def view(self, room: str, pid: str) -> RoomState:
+        """One participant's part of a :meth:`snapshot`, read in one atomic step: the room's
+        speaker, clock and last event id as there, but only ``pid`` among the participants
+        (none once they have gone) and only their hand in the queue, at its place in line.
+
+        A caller's own page shows nothing else, and reading the other 249 callers of a full
+        room for it was a good part of a busy room's snapshots (bench/meeting.py).
+        """
+        *result, position = await self._scripts["view"](keys=self._keys(room, pid),
+                                                        args=[key(room, "p", ""), pid])
+        return _state(room, *result, first_position=int(position))
+
+
+def _state(room: str, now: Any, last_id: Any, speaker: Any, since: Any, hands: list[Any],
+           people: list[Any], undo_ms: Any, spoken: list[Any], *,
+           first_position: int = 1) -> RoomState:
+    """A :class:`RoomState` from the fields of ``_SNAPSHOT`` (or ``_VIEW``, whose one hand
+    is at ``first_position``)."""
+    hashes = {pid: dict(zip(flat[::2], flat[1::2], strict=True)) for pid, flat in people if flat}
+    participants = sorted(
+        (_participant(room, pid, h) for pid, h in hashes.items()),
+        key=lambda p: (p.joined_at, p.id),
+    )
+    queue = []
+    for i, (pid, score, kind, reply_to) in enumerate(hands, start=first_position):
+        raised = int(float(score) // 1000)
+        queue.append(
+            Hand(
+                participant=pid,
+                position=i,
+                raised_at=raised,
+                wait_s=max(0.0, (int(now) - raised) / 1000),
+                source=hashes.get(pid, {}).get("hand_source"),
+                kind="reply" if kind == "reply" else "point",
+                reply_to=reply_to or None,
             )
-        return RoomState(room, participants, queue, speaker or None, str(last_id), int(now),
-                         int(since) if speaker and since else None,
-                         int(now) + int(undo_ms) if int(undo_ms) > 0 else None,
-                         frozenset(str(p) for p in spoken))
+        )
+    return RoomState(room, participants, queue, speaker or None, str(last_id), int(now),
+                     int(since) if speaker and since else None,
+                     int(now) + int(undo_ms) if int(undo_ms) > 0 else None,
+                     frozenset(str(p) for p in spoken))
 
 
 def _b(value: bool) -> str:

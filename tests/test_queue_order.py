@@ -9,7 +9,7 @@ the same answers, and writes exactly one event per change.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -439,6 +439,19 @@ async def _run_against_model(redis_url: str, fair: bool, ops: list[tuple[str, st
             assert [(h.participant, h.kind) for h in state.queue] == model.kinds(), where
             assert [h.position for h in state.queue] == list(range(1, len(state.queue) + 1))
             assert state.speaker == model.speaker, where
+            # The head alone (what the next-up watcher reads) agrees with the whole snapshot.
+            head = await q.head(room)
+            assert head == (state.queue[0].participant if state.queue else None,
+                            state.last_event_id), where
+            # So does each caller's own part of it (what their page reads).
+            for person in PEOPLE:
+                view = await q.view(room, person)
+                mine, theirs = view.hand(person), state.hand(person)
+                assert (mine and replace(mine, wait_s=0), view.participant(person), view.speaker,
+                        view.last_event_id) == (theirs and replace(theirs, wait_s=0),
+                                                state.participant(person), state.speaker,
+                                                state.last_event_id), where
+                assert [h.participant for h in view.queue] == ([person] if state.hand(person) else [])
             new = await read_events(redis, room, last)
             assert len(new) == n_events, (where, [e.type for e in new])
             if new:

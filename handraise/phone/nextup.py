@@ -2,15 +2,15 @@
 
 One place decides, from the room's events, whatever moved the queue: the head was called
 on, lowered, left, every hand was lowered, or a hand was put ahead (another feature's
-event). After a batch of such events the watcher reads the queue (its own positions,
-:attr:`~handraise.queue.Hand.position`) and offers the head to one Redis script
-(:data:`_CLAIM`), which keeps the room's last head with the id of the snapshot it came
-from. Exactly one caller of the script sees a given change of head, so with any number of
-processes watching the same room one of them announces, once per time a hand becomes
-first; a stale snapshot (older than the one recorded) changes nothing.
+event). After a batch of such events the watcher reads the head of the queue and the id of
+the last event (:meth:`~handraise.queue.Queue.head`: one script, not the whole room) and
+offers the head to one Redis script (:data:`_CLAIM`), which keeps the room's last head with
+the id of the read it came from. Exactly one caller of the script sees a given change of
+head, so with any number of processes watching the same room one of them announces, once
+per time a hand becomes first; a stale read (older than the one recorded) changes nothing.
 
 Not announced: a hand raised into an empty queue (its ``hand.raised`` event comes after the
-snapshot that found the queue empty; raise times are not used, as an ordering feature may
+read that found the queue empty; raise times are not used, as an ordering feature may
 change them). Its caller was just told "Hand raised. You are number 1 in line." on the
 phone (or sees "You're next." on the page), so a second sentence would only repeat it.
 Hands put back into an empty queue otherwise (an undo) are announced. Nor is what a process
@@ -44,9 +44,9 @@ QUIET_EVENTS = frozenset({"participant.joined", "participant.updated", "room.cre
 MARKER_TTL_S = 7 * 24 * 3600
 
 _CLAIM = """
--- KEYS 1: marker hash ; ARGV 1: head ('' = no hand), 2/3: the snapshot's last event id
+-- KEYS 1: marker hash ; ARGV 1: head ('' = no hand), 2/3: the last event id of the read
 -- (ms, seq), 4: ttl. Returns {outcome, previous ms, previous seq}: outcome -1 stale
--- snapshot, 0 same head, 1 a head after an empty queue, 2 a different head, 3 the first look.
+-- read, 0 same head, 1 a head after an empty queue, 2 a different head, 3 the first look.
 local ms, seq = tonumber(ARGV[2]), tonumber(ARGV[3])
 local at_ms = tonumber(redis.call('HGET', KEYS[1], 'ms') or '-1')
 local at_seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
@@ -63,7 +63,7 @@ return {outcome, at_ms, at_seq}
 
 
 def marker_key(room: str) -> str:
-    """The room's last announced head of the queue and the snapshot it was read from."""
+    """The room's last announced head of the queue and the event it was read at."""
     return key(room, "next-up")
 
 
@@ -88,15 +88,15 @@ async def check_room(queue: Queue, host: HostControls, room: str, *,
     ``quiet``: only record the head), else None. Safe to call from any number of processes
     at once: one of them gets the change.
     """
-    state = await queue.snapshot(room)
-    head = next((h.participant for h in state.queue if h.position == 1), "")
-    ms, seq = parse_id(state.last_event_id)
+    first, last_event_id = await queue.head(room)
+    head = first or ""
+    ms, seq = parse_id(last_event_id)
     outcome, at_ms, at_seq = await queue.redis.eval(_CLAIM, 1, marker_key(room), head, ms, seq,
                                                     MARKER_TTL_S)
     if not head or int(outcome) in (-1, 0, 3):
         return None
     if int(outcome) in (1, 2) and await _raised_since(queue, room, head, f"{at_ms}-{at_seq}",
-                                                      state.last_event_id):
+                                                      last_event_id):
         return None  # raised as number 1: "you are number 1" was said (or shown)
     settings = await get_room(queue.redis, room)
     if quiet or not settings.announce_next:
@@ -201,4 +201,4 @@ def _type(event_id: str, fields: dict[str, str]) -> str:
     try:
         return Event.from_entry(event_id, fields).type
     except (KeyError, ValueError):
-        return ""  # malformed: checking costs one snapshot, missing a change costs more
+        return ""  # malformed: checking costs one read, missing a change costs more

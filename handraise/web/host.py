@@ -10,9 +10,11 @@ by :mod:`.live`.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from markupsafe import Markup
 from quart import (
     Blueprint,
     Response,
@@ -141,12 +143,46 @@ async def load_dashboard(svc: Services, room: Room, state: RoomState) -> Dashboa
     return Dashboard(room, state, rows, {p.id: p for p in state.participants})
 
 
+#: Roster rows kept per app (their rendered HTML), past which the least recent go.
+ROW_CACHE_SIZE = 4096
+
+
+def _row_key(view: Dashboard, row: Row) -> tuple[Any, ...]:
+    """Everything ``_participant_row.html`` shows: the same key, the same HTML."""
+    return (view.room.id, view.room.keypad_mode, row, view.state.speaker == row.p.id)
+
+
+async def render_rows(view: Dashboard) -> list[Markup]:
+    """The roster's rows for the live partial, each rendered only when what it shows changed.
+
+    A room change alters a few rows of a 250-caller roster (a hand's place, a mute), and
+    rendering all of them again was most of a busy room's rendering (bench/meeting.py).
+    Without the CSRF field: the live partials are shared by every dashboard.
+    """
+    cache: OrderedDict[tuple[Any, ...], Markup] = current_app.extensions.setdefault(
+        "handraise_roster_rows", OrderedDict())
+    template = current_app.jinja_env.get_template("partials/_participant_row.html")
+    out = []
+    for row in view.rows:
+        k = _row_key(view, row)
+        html = cache.get(k)
+        if html is None:
+            html = cache[k] = Markup(await template.render_async(row=row, d=view, csrf_token=""))
+            if len(cache) > ROW_CACHE_SIZE:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(k)
+        out.append(html)
+    return out
+
+
 async def render_partials(svc: Services, live: Live) -> Fragments:
     """The live partials of one room state. Their forms rely on htmx's ``hx-headers`` for
     the CSRF token, so one rendering serves every signed-in dashboard."""
     view = await load_dashboard(svc, live.room, live.state)
+    rows_html = await render_rows(view)
     return [(name, await render_template(f"partials/_{name}.html", d=view, sources=SOURCE_NAMES,
-                                         csrf_token=""))
+                                         csrf_token="", rows_html=rows_html))
             for name in PARTIALS]
 
 

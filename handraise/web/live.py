@@ -9,9 +9,10 @@ sends only the partials whose HTML changed since it last sent them.
 
 A process reads each room state once per change and shares it among its open streams, and
 renders each kind of page once per state (:class:`FragmentCache`): every host dashboard of a
-room shares one rendering; each linked caller's page is its own kind. A stream renders at
-most every :data:`MIN_GAP_S`: in a busy room, changes that come closer together go out as
-one update, the state after the last of them (bench/meeting.py, 250 callers).
+room shares one rendering, and its SSE messages, encoded once (:class:`Rendering`); each
+linked caller's page is its own kind. A stream renders at most every :data:`MIN_GAP_S`: in a
+busy room, changes that come closer together go out as one update, the state after the last
+of them (bench/meeting.py, 250 callers).
 """
 
 from __future__ import annotations
@@ -110,13 +111,32 @@ class _Latest(Generic[V]):
             del self._entries[k]
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """One page kind's fragments for one room state, with each fragment's SSE message.
+
+    The messages are encoded once, for every stream that sends them: an update of a
+    250-caller dashboard is some 500 kB of HTML, and splitting it into ``data:`` lines for
+    each of 20 dashboards took more of the process than rendering it (bench/meeting.py).
+    """
+
+    event_id: str
+    fragments: Fragments
+    messages: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, event_id: str, fragments: Fragments) -> Rendering:
+        return cls(event_id, fragments,
+                   tuple(sse(html, event=name, id=event_id).encode() for name, html in fragments))
+
+
 class FragmentCache:
     """Room snapshots and rendered fragments, shared by a process's open streams."""
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self._looks: _Latest[Live] = _Latest()
-        self._renders: _Latest[Fragments] = _Latest()
+        self._renders: _Latest[Rendering] = _Latest()
 
     async def look(self, room: str, at_least: str | None = None) -> Live:
         """A snapshot of ``room`` no older than event ``at_least`` (None: read it now)."""
@@ -132,12 +152,19 @@ class FragmentCache:
                   at_least: str | None = None) -> tuple[str, Fragments]:
         """(last event id, fragments) of page ``kind`` for a state no older than ``at_least``
         (None: rendered from a snapshot read now)."""
+        rendering = await self.rendering(room, kind, render, at_least)
+        return rendering.event_id, rendering.fragments
 
-        async def draw() -> tuple[str, Fragments]:
+    async def rendering(self, room: str, kind: str, render: Renderer,
+                        at_least: str | None = None) -> Rendering:
+        """:meth:`get` with the fragments' SSE messages."""
+
+        async def draw() -> tuple[str, Rendering]:
             live = await self.look(room, at_least)
-            return live.event_id, await render(live)
+            rendering = Rendering.of(live.event_id, await render(live))
+            return rendering.event_id, rendering
 
-        return await self._renders.get((room, kind), at_least, draw)
+        return (await self._renders.get((room, kind), at_least, draw))[1]
 
     def forget(self, room: str) -> None:
         self._looks.forget(room)
@@ -165,30 +192,31 @@ def live_response(hub: EventHub, cache: FragmentCache, room: str, kind: str,
     return response
 
 
-def encode(event_id: str, fragments: Fragments) -> str:
-    return "".join(sse(html, event=name, id=event_id) for name, html in fragments)
-
-
 async def fragment_stream(hub: EventHub, cache: FragmentCache, room: str, kind: str,
-                          render: Renderer, last_event_id: str | None) -> AsyncIterator[str]:
+                          render: Renderer, last_event_id: str | None) -> AsyncIterator[str | bytes]:
     """The SSE body of one live page: current fragments, then the changed ones after each change."""
     yield sse_comment("live") + f"retry: {RETRY_MS}\n\n"
     sent: dict[str, str] = {}
     loop = asyncio.get_running_loop()
     last_render = loop.time()
 
-    def fresh(fragments: Fragments) -> Fragments:
-        out = [(name, html) for name, html in fragments if sent.get(name) != html]
-        sent.update(out)
-        return out
+    def fresh(rendering: Rendering) -> bytes:
+        """The messages of the fragments whose HTML this page does not show yet."""
+        out = []
+        for (name, html), message in zip(rendering.fragments, rendering.messages, strict=True):
+            if sent.get(name) != html:
+                sent[name] = html
+                out.append(message)
+        return b"".join(out)
 
     try:
         async with hub.subscribe(room, after=last_event_id) as sub:
-            seen, fragments = await cache.get(room, kind, render)
+            rendering = await cache.rendering(room, kind, render)
+            seen = rendering.event_id
             if last_event_id is None or parse_id(seen) > parse_id(last_event_id):
-                yield encode(seen, fresh(fragments))
+                yield fresh(rendering)
             else:
-                sent.update(fragments)  # the page already shows this state
+                sent.update(rendering.fragments)  # the page already shows this state
             while True:
                 try:
                     event = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
@@ -203,11 +231,12 @@ async def fragment_stream(hub: EventHub, cache: FragmentCache, room: str, kind: 
                 if wait > 0:
                     # The read below then takes in every change made meanwhile, at once.
                     await asyncio.sleep(wait)
-                seen, fragments = await cache.get(room, kind, render, at_least)
+                rendering = await cache.rendering(room, kind, render, at_least)
+                seen = rendering.event_id
                 last_render = loop.time()
-                changed = fresh(fragments)
+                changed = fresh(rendering)
                 if changed:
-                    yield encode(seen, changed)
+                    yield changed
     except SubscriptionLagged:
         # Too far behind: end the stream; the browser reconnects with its Last-Event-ID.
         log.info("room %s: a %s page fell behind; it will reconnect", room, kind)

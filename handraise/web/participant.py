@@ -33,6 +33,7 @@ from ..app import Services, services
 from ..errors import HandraiseError, NotFound
 from ..pins import lookup_pin
 from ..queue import Participant
+from ..rooms import get_room
 from .live import FragmentCache, Fragments, Live, fragment_cache, live_response
 from .security import (
     client_id,
@@ -79,6 +80,12 @@ def _htmx() -> bool:
 
 def _cache(svc: Services) -> FragmentCache:
     return fragment_cache(current_app, svc.queue)
+
+
+async def _own(svc: Services, room: str, pid: str) -> Live:
+    """This caller's part of the room, read now: their page shows nobody else's state.
+    (Their live stream shares the room's snapshots with every other page instead.)"""
+    return Live(await svc.queue.view(room, pid), await get_room(svc.redis, room))
 
 
 @bp.errorhandler(RedisConnectionError)
@@ -228,7 +235,7 @@ async def get_me() -> Any:
     """The linked page."""
     room, pid = _link()
     svc = _svc()
-    live = await _cache(svc).look(room)
+    live = await _own(svc, room, pid)
     if live.state.participant(pid) is None:
         unlink_session()  # the call is over: so is the link
     parts = dict(await render_me(live, pid, csrf=await current_csrf_token()))
@@ -244,7 +251,7 @@ async def get_me_events() -> Any:
     room, pid = _link()
     svc = _svc()
     cache = _cache(svc)
-    if (await cache.look(room)).state.participant(pid) is None:
+    if (await _own(svc, room, pid)).state.participant(pid) is None:
         unlink_session()
         return Response(status=204)  # the call has ended: EventSource stops reconnecting
 
@@ -261,14 +268,14 @@ async def _after(pid: str, room: str, error: str | None = None) -> Any:
     """htmx: the fresh partials (status line, controls out of band); else back to the page."""
     if not _htmx():
         if error:
-            live = await _cache(_svc()).look(room)
+            live = await _own(_svc(), room, pid)
             parts = dict(await render_me(live, pid, csrf=await current_csrf_token(), error=error))
             body = await render_template("participant/me.html", live=live, room=live.room,
                                          p=live.state.participant(pid), hand=parts["hand"],
                                          controls=parts["controls"])
             return Response(body, status=422)
         return redirect(url_for("participant.get_me"), 303)
-    live = await _cache(_svc()).look(room)
+    live = await _own(_svc(), room, pid)
     parts = dict(await render_me(live, pid, error=error))
     return Response(parts["hand"] + f'<div id="controls" hx-swap-oob="innerHTML">{parts["controls"]}</div>')
 
@@ -285,11 +292,11 @@ async def post_me(action: str) -> Any:
     try:
         if action == "raise":
             position, new = await svc.queue.raise_hand(room, pid, source="web")
-            if new and (await _cache(svc).look(room)).room.announce_web:
+            if new and (await get_room(svc.redis, room)).announce_web:
                 await svc.host.announce(room, pid, "raised", n=position)
         elif action == "reply":
             position, new = await svc.queue.reply(room, pid, source="web")
-            if new and (await _cache(svc).look(room)).room.announce_web:
+            if new and (await get_room(svc.redis, room)).announce_web:
                 await svc.host.announce(room, pid, "reply_raised", n=position)
         elif action == "lower":
             await svc.queue.lower_hand(room, pid, by="web")

@@ -225,6 +225,52 @@ async def test_the_event_stream_sends_partials_on_change_and_resumes_without_res
             assert name == "speaker"
 
 
+def row_of(pid: str, roster: str) -> str:
+    found = re.search(rf'<tr id="row-{pid}".*?</tr>', roster, re.S)
+    assert found, f"no row of {pid}"
+    return found.group(0)
+
+
+def inner(section_html: str) -> str:
+    """A section's content with its whitespace collapsed."""
+    return " ".join(section_html.split(">", 1)[1].rsplit("</section>", 1)[0].split())
+
+
+async def test_the_live_roster_keeps_unchanged_rows_and_shows_what_the_page_shows(
+        redis: Redis) -> None:
+    app = create_app(settings(), redis=redis)
+    async with ServedApp(app, health_path="/healthz") as served, \
+            httpx.AsyncClient(base_url=served.base_url) as client:
+        assert (await client.post("/host/login", data={"password": PASSWORD})).status_code == 303
+        room = (await create_room(redis, "Roster")).room
+        queue = Queue(redis)
+        a, b, c = [await queue.join(room.id, number=f"+1555010{n}000") for n in (1, 2, 3)]
+        url = f"/host/rooms/{room.id}/events"
+        changes = [lambda: queue.raise_hand(room.id, a, source="keypad"),
+                   lambda: queue.raise_hand(room.id, b, source="web"),
+                   lambda: queue.update(room.id, c, muted=False),
+                   lambda: queue.call_on(room.id),  # a speaks; b's hand moves up to 1
+                   lambda: queue.update(room.id, b, name="Bea")]
+        async with client.stream("GET", url) as response:
+            events = sse_events(response)
+            seen: list[str] = []
+            for change in [None, *changes]:
+                if change is not None:
+                    await change()
+                while True:
+                    _, name, data = await asyncio.wait_for(anext(events), 10)
+                    if name == "participants":
+                        break
+                poll = await client.get(f"/host/rooms/{room.id}", headers={"HX-Request": "true"})
+                assert " ".join(data.split()) == inner(section(poll.text, "participants"))
+                seen.append(data)
+        row = {pid: [row_of(pid, d) for d in seen] for pid in (a, b, c)}
+        assert "Hand up · 1" in row[a][1] and "Speaking" in row[a][4] and "Hand up" not in row[a][4]
+        assert "Hand up · 2" in row[b][2] and "Hand up · 1" in row[b][4] and "Bea" in row[b][5]
+        assert "Muted" in row[c][2] and "Live" in row[c][3]
+        assert row[c][3] == row[c][5] and row[a][4] == row[a][5]  # unchanged rows stay the same
+
+
 async def test_without_a_session_the_stream_is_401(redis: Redis) -> None:
     app = create_app(settings(), redis=redis)
     async with ServedApp(app, health_path="/healthz") as served, \

@@ -42,3 +42,19 @@ async def test_the_cache_forgets_the_least_recent_rooms_past_its_size(redis: Red
     for room in rooms:
         await cache.get(room, "host", render)
     assert [k[0] for k in cache._renders._entries] == rooms[-3:]
+
+
+async def test_pages_of_one_state_share_its_sse_messages_encoded_once(redis: Redis) -> None:
+    queue = Queue(redis)
+    room = (await create_room(redis, "Encoded")).room
+    cache = FragmentCache(queue)
+
+    async def render(live: Live) -> Fragments:
+        return [("queue", "<ol>\n<li>one</li>\r\n</ol>"), ("speaker", "")]
+
+    first = await cache.rendering(room.id, "host", render)
+    again = await cache.rendering(room.id, "host", render, first.event_id)
+    assert again.messages is first.messages
+    assert first.messages == (
+        f"event: queue\nid: {first.event_id}\ndata: <ol>\ndata: <li>one</li>\ndata: </ol>\n\n".encode(),
+        f"event: speaker\nid: {first.event_id}\ndata: \n\n".encode())
