@@ -237,6 +237,11 @@ class Engine:
         self._changed = asyncio.Event()
         self._subscribers: set[asyncio.Queue[SimEvent]] = set()
         self._t0 = time.monotonic()
+        # The media module (numpy, the synthesiser) is imported lazily below because it
+        # imports this one; load it now rather than on the first key press, when importing
+        # numpy would stall this loop for some 0.2 s with webhook answers unread (the first
+        # burst of calls in bench/meeting.py measured it as the app's latency).
+        import handraise.sim.media  # noqa: F401
         limits = httpx.Limits() if config.webhook_keepalive else httpx.Limits(
             max_keepalive_connections=0)
         self.http = httpx.AsyncClient(timeout=config.webhook_timeout, trust_env=False,
