@@ -19,8 +19,10 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 from twilio.request_validator import RequestValidator
+from yarl import URL
 
 from handraise.sim.twiml import (
     TwimlError,
@@ -81,6 +83,20 @@ class SimConfig:
     rest_delay_s: float = 0.0
     #: False: a new connection for each webhook (so a TCP balancer spreads them).
     webhook_keepalive: bool = True
+
+
+class WebhookError(Exception):
+    """A webhook got no answer: connection refused or reset, or the timeout (§5)."""
+
+
+@dataclass
+class WebhookResponse:
+    """The app's answer to a webhook."""
+
+    status_code: int
+    text: str
+    headers: CIMultiDictProxy[str]
+    ms: float  # from sending the request to reading the whole answer
 
 
 @dataclass
@@ -242,10 +258,7 @@ class Engine:
         # numpy would stall this loop for some 0.2 s with webhook answers unread (the first
         # burst of calls in bench/meeting.py measured it as the app's latency).
         import handraise.sim.media  # noqa: F401
-        limits = httpx.Limits() if config.webhook_keepalive else httpx.Limits(
-            max_keepalive_connections=0)
-        self.http = httpx.AsyncClient(timeout=config.webhook_timeout, trust_env=False,
-                                      limits=limits)
+        self._http: aiohttp.ClientSession | None = None  # made on the loop, at first use
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ events
@@ -310,7 +323,8 @@ class Engine:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     # ------------------------------------------------------------------ timing
     async def media_sleep(self, seconds: float) -> None:
@@ -337,28 +351,58 @@ class Engine:
             "Direction": call.direction,
         }
 
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The webhook client: aiohttp, one connection per request in flight, as Twilio has.
+
+        Not httpx: httpcore 1.0's pool rescans every connection for every queued request
+        and, for each idle one, every connection again (O(n^2) per request; it also closes
+        idle connections whenever more than 20 are open in all, encode/httpcore#1035). A
+        burst of 30 calls spent more of this loop there than in the emulator itself, and
+        every webhook's time includes this loop's delays. Idle connections close before
+        hypercorn's 5 s keep-alive timeout, so no request races the server's close.
+        """
+        if self._http is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0,
+                                             force_close=not self.config.webhook_keepalive)
+            self._http = aiohttp.ClientSession(
+                connector=connector, trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout))
+        return self._http
+
     async def request(self, url: str, method: str, params: dict[str, str], *, purpose: str,
-                      call_sid: str | None = None) -> httpx.Response:
-        """A signed webhook request (§5): POST form body, or GET with params in the query."""
+                      call_sid: str | None = None) -> WebhookResponse:
+        """A signed webhook request (§5): POST form body, or GET with params in the query.
+
+        Its ``ms`` is from sending the request to reading the whole answer (this loop's own
+        delays included). Raises :class:`WebhookError` for no answer (refused, reset, timeout).
+        """
         method = (method or "POST").upper()
         headers = {"User-Agent": "TwilioProxy/1.1 (handraise-sim)"}
+        data: dict[str, str] | None = None
         if method == "GET":
             if params:
                 url = url + ("&" if urlsplit(url).query else "?") + urlencode(params)
             # GET: the query string is part of the signed URL, no params (§5).
             headers["X-Twilio-Signature"] = self.validator.compute_signature(url, {})
-            send: Callable[[], Any] = lambda: self.http.get(url, headers=headers)  # noqa: E731
         else:
             headers["X-Twilio-Signature"] = self.validator.compute_signature(url, params)
-            send = lambda: self.http.post(url, data=params, headers=headers)  # noqa: E731
+            data = params
+        t0 = time.perf_counter()
         try:
-            response: httpx.Response = await send()
-        except httpx.HTTPError as exc:
+            # encoded=True: the URL goes out as signed, not re-quoted by yarl.
+            async with self.http.request(method, URL(url, encoded=True), data=data,
+                                         headers=headers, allow_redirects=False) as answer:
+                text = await answer.text()
+                response = WebhookResponse(answer.status, text, answer.headers,
+                                           (time.perf_counter() - t0) * 1000)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
             self.emit("webhook", call_sid, purpose=purpose, url=url, method=method,
-                      params=params, status=None, error=str(exc))
-            raise
+                      params=params, status=None, error=error)
+            raise WebhookError(error) from exc
         self.emit("webhook", call_sid, purpose=purpose, url=url, method=method, params=params,
-                  status=response.status_code, ms=response.elapsed.total_seconds() * 1000)
+                  status=response.status_code, ms=response.ms)
         return response
 
     async def fetch_twiml(self, call: Call, transfer: Transfer) -> tuple[list[Verb], str]:
@@ -371,7 +415,7 @@ class Engine:
             try:
                 response = await self.request(url, transfer.method, params,
                                               purpose=transfer.purpose, call_sid=call.sid)
-            except httpx.HTTPError as exc:
+            except WebhookError as exc:
                 raise TwimlError(11200, f"HTTP retrieval failure: {exc}") from exc
             if response.status_code >= 400:
                 raise TwimlError(11200, f"HTTP retrieval failure: {url} returned "
@@ -775,7 +819,7 @@ class Engine:
                 if response.status_code >= 400:
                     self.record_error(None, 16011, f"conference callback returned "
                                                    f"{response.status_code}")
-            except httpx.HTTPError as exc:
+            except WebhookError as exc:
                 self.record_error(None, 16011, f"conference callback failed: {exc}")
 
     def join(self, conference: Conference, participant: Participant) -> None:
@@ -826,7 +870,7 @@ class Engine:
         try:
             response = await self.request(url, method, base | (params or {}), purpose=purpose,
                                           call_sid=call.sid if call else None)
-        except httpx.HTTPError as exc:
+        except WebhookError as exc:
             raise TwimlError(11200, f"HTTP retrieval failure: {exc}") from exc
         if response.status_code >= 400:
             raise TwimlError(11200, f"HTTP retrieval failure: {url} returned "
