@@ -353,6 +353,21 @@ MAX_CONNECTIONS = 256
 POOL_WAIT_S = 5.0
 
 
+def _driver_info() -> dict[str, Any]:
+    """``driver_info`` for every connection of a pool, resolved once.
+
+    redis-py 8 resolves it per connection, and its version from the installed package's
+    metadata: some 3 ms of this process's loop each time the pool grows, 90 ms when a burst
+    of 30 calls at the top of the hour makes it open 30 connections at once. Older
+    redis-py (no ``driver_info``) read the version once, at import.
+    """
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # pragma: no cover - redis-py < 7
+        return {}
+    return {"driver_info": DriverInfo()}
+
+
 class ClusterUnreachable(syncredis.ConnectionError):
     """No node of the Redis Cluster answers: a ConnectionError like any lost Redis."""
 
@@ -413,6 +428,7 @@ def client_from_url(url: str) -> Redis:
         socket_timeout=5,
         health_check_interval=15,
         retry_on_timeout=True,
+        **_driver_info(),
     )
     return aioredis.Redis.from_pool(pool)
 

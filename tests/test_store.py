@@ -21,6 +21,26 @@ def test_every_room_key_carries_the_room_hash_tag() -> None:
             key(bad, "hands")
 
 
+async def test_a_growing_pool_does_not_read_package_metadata_per_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of calls grows the pool by dozens of connections at once: each must be cheap
+    (redis-py 8 otherwise resolves its driver version from the package metadata every time)."""
+    import redis.utils
+
+    client = client_from_url("redis://127.0.0.1:9/0")  # never connected
+    lookups: list[int] = []
+    real = redis.utils.get_lib_version
+    monkeypatch.setattr(redis.utils, "get_lib_version", lambda: lookups.append(1) or real())
+    try:
+        pool = client.connection_pool
+        made = [pool.make_connection() for _ in range(3)]
+        assert lookups == []
+        if hasattr(made[0], "driver_info"):
+            assert made[0].driver_info is made[1].driver_info is made[2].driver_info
+    finally:
+        await client.aclose()
+
+
 async def _create_and_raise(url: str) -> tuple[str, str, list[str]]:
     client = client_from_url(url)
     try:
