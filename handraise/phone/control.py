@@ -123,6 +123,10 @@ class TwilioControl:
                 self._http = _BaseUrlHttpClient(settings.twilio_api_url, timeout=self.timeout)
             self._client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
                                   http_client=self._http)
+            # twilio loads its REST tree (some 95 modules) on first use. Here, at start-up,
+            # not in the first host action, where importing it stalled the event loop about
+            # 0.1 s with every webhook in flight waiting (bench/meeting.py --only many).
+            _ = self._client.api.v2010.account
 
     @property
     def configured(self) -> bool:
