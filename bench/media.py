@@ -291,7 +291,7 @@ def bench_node(streams: int, seconds: float, press_every: float) -> dict[str, fl
 
 
 def bench_served(streams: int, seconds: float, workers: int, press_every: float) -> dict[str, float]:
-    batch = int(os.environ.get("HANDRAISE_MEDIA_READ_BATCH", "1"))
+    batch = int(os.environ.get("HANDRAISE_MEDIA_READ_BATCH", "3"))
     with tempfile.TemporaryDirectory() as tmp, scratch_redis(Path(tmp)) as redis_url:
         port = free_port()
         rooms, plan = asyncio.run(_setup(redis_url, streams))

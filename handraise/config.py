@@ -57,7 +57,7 @@ class Settings:
     #: (a signed-in host or an API token) or "off".
     metrics_access: str = "local"
     #: Media messages a stream's socket gathers before the server reads it (1: each one).
-    media_read_batch: int = 1
+    media_read_batch: int = 3
 
     @classmethod
     def from_env(
@@ -165,7 +165,7 @@ class Settings:
             raise ConfigError(
                 f"HANDRAISE_METRICS is {metrics_access!r}: it should hold {_WHAT['HANDRAISE_METRICS']}."
             )
-        batch_raw = get("HANDRAISE_MEDIA_READ_BATCH") or "1"
+        batch_raw = get("HANDRAISE_MEDIA_READ_BATCH") or "3"
         if not batch_raw.isdigit() or not 1 <= int(batch_raw) <= 5:
             raise ConfigError(f"HANDRAISE_MEDIA_READ_BATCH is {batch_raw!r}: it should hold "
                               f"{_WHAT['HANDRAISE_MEDIA_READ_BATCH']}.")

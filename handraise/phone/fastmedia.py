@@ -25,12 +25,15 @@ picows 2.3 + uvloop            10.6-11.7
 
 The whole keypad path (framing, fast JSON path, base64, queueing, the batched detector,
 bookkeeping) is in ``bench/media.py``'s figures. The read batch (``SO_RCVLOWAT``, setting
-``HANDRAISE_MEDIA_READ_BATCH``) decided by them, 1000 paced streams on one core, the same run
-for both values: batch 1, 80 % of the core (16.1 µs per message), key release -> hand p99
-128 ms; batch 3, 68 % (13.6 µs), p99 48 ms. Fewer wake-ups per message leave the loop less
-busy, so keys are answered sooner even though each socket is read only every 60 ms. It is
-not the default yet: a stream's last messages (its ``stop``) stay unread until the peer
-closes the socket, which stalls a peer that waits for our close first (the emulator does).
+``HANDRAISE_MEDIA_READ_BATCH``, default 3) was decided by them, 1000 paced streams on one
+core, the same run for both values: batch 1, 80 % of the core (16.1 µs per message), key
+release -> hand p99 128 ms; batch 3, 68 % (13.6 µs), p99 48 ms. Fewer wake-ups per message
+leave the loop less busy, so keys are answered sooner even though each socket is read only
+every 60 ms. A stream's last messages (its ``stop``) are fewer bytes than the mark, so they
+would wait unread until the peer closes, and a peer that waits for our close first (the
+emulator, a careful Twilio) would stall: every :data:`QUIET_S` the server lowers the mark to
+one byte on each socket that delivered nothing since the last look (the kernel then wakes
+the reader for what is waiting), and raises it again once messages flow.
 
 ``--workers N`` runs N such processes, each with its own ``SO_REUSEPORT`` socket on the
 same port (the kernel spreads connections); every process reads every room's events from
@@ -82,6 +85,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 READ_BATCH_BYTES = 300
 """Bytes per message counted for ``SO_RCVLOWAT``: a 20 ms media message of Twilio's is
 about 350 bytes on the wire, so N x 300 bytes wait for N of them."""
+QUIET_S = 0.1
+"""With batched reads: a socket that delivered no message for this long is read at once
+(its mark lowered to one byte): a stream that is ending, or a peer that paused."""
 GRACEFUL_S = 5.0
 """At shutdown: longest wait for HTTP requests in flight."""
 
@@ -89,30 +95,41 @@ GRACEFUL_S = 5.0
 class _MediaSocket(WSListener):
     """picows callbacks of one media socket -> :class:`MediaStream`."""
 
-    def __init__(self, app: Quart, hub: MediaHub, read_batch: int = 1) -> None:
+    def __init__(self, app: Quart, hub: MediaHub, batching: _Batching) -> None:
         from .webhooks import phone
 
         self.svc = phone(app)
         self.hub = hub
-        self.read_batch = read_batch
+        self.batching = batching
         self.transport: WSTransport | None = None
         self.stream: MediaStream | None = None
         self.parts: list[bytes] = []
         self.size = 0
+        #: Messages since the batching sweep last looked; whether the mark is lowered.
+        self.count = 0
+        self.lowered = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self.stream = MediaStream(self.svc, self.hub, self._close)
-        if self.read_batch > 1:
+        if self.batching.batch > 1:
             # Wake up for this socket only once a few messages are waiting: one read then
             # takes them all (see READ_BATCH_BYTES). Set after the upgrade, whose request
-            # is smaller; a closing peer (FIN) wakes it up whatever is waiting.
-            sock = transport.underlying_transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT,
-                                self.read_batch * READ_BATCH_BYTES)
+            # is smaller; a closing peer (FIN) wakes it up whatever is waiting, and so does
+            # the sweep of quiet sockets (_Batching).
+            self.batching.add(self)
+
+    def set_mark(self, messages: int) -> None:
+        """``SO_RCVLOWAT`` for ``messages`` media messages (1: any byte)."""
+        if self.transport is None:
+            return
+        sock = self.transport.underlying_transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT,
+                            messages * READ_BATCH_BYTES if messages > 1 else 1)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.count += 1
         stream = self.stream
         if stream is None:
             return
@@ -138,6 +155,7 @@ class _MediaSocket(WSListener):
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.batching.discard(self)
         if self.stream is not None:
             self.stream.dropped()
 
@@ -147,11 +165,49 @@ class _MediaSocket(WSListener):
             self.transport.disconnect()
 
 
+class _Batching:
+    """Batched reads (``SO_RCVLOWAT``) of every media socket of a process, and the sweep
+    that reads a quiet socket at once (see the module docstring)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.sockets: set[_MediaSocket] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def add(self, sock: _MediaSocket) -> None:
+        sock.set_mark(self.batch)
+        self.sockets.add(sock)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    def discard(self, sock: _MediaSocket) -> None:
+        self.sockets.discard(sock)
+
+    def sweep(self) -> None:
+        """Lower the mark of each socket that delivered nothing since the last sweep;
+        raise it again on one that delivered a batch's worth since."""
+        for sock in self.sockets:
+            if not sock.lowered:
+                if not sock.count:
+                    sock.set_mark(1)
+                    sock.lowered = True
+            elif sock.count >= self.batch:
+                sock.set_mark(self.batch)
+                sock.lowered = False
+            sock.count = 0
+
+    async def _sweep_forever(self) -> None:
+        while self.sockets:
+            await asyncio.sleep(QUIET_S)
+            self.sweep()
+
+
 def media_listener_factory(
     app: Quart, settings: Settings
 ) -> Callable[[WSUpgradeRequest], Any]:
     """picows listener factory: the signed ``/voice/stream`` upgrade, or 403 / 404."""
     hub = media_hub(app)
+    batching = _Batching(settings.media_read_batch)
 
     def factory(request: WSUpgradeRequest) -> Any:
         target = request.path.decode("latin-1")
@@ -165,7 +221,7 @@ def media_listener_factory(
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
                 403, b"Forbidden: invalid Twilio signature.\n",
                 {"Content-Type": "text/plain"}), None)
-        return _MediaSocket(app, hub, settings.media_read_batch)
+        return _MediaSocket(app, hub, batching)
 
     return factory
 

@@ -6,12 +6,14 @@ A :class:`KeypadListener` is one stream's key decoder and self-test counts. A
 :class:`KeypadBank` holds the listeners of every open stream in one
 :class:`~handraise.dsp.dtmf.DetectorBank`: a frame that arrives is only queued
 (:meth:`~KeypadBank.push`, no numpy), and each tick feeds one frame of every stream that
-has one to a single :meth:`~handraise.dsp.dtmf.DetectorBank.feed_rows` call. So:
+has one to a single :meth:`~handraise.dsp.dtmf.DetectorBank.feed_rows` call (streams with
+several frames waiting, as batched reads deliver them, take them all in one call per
+number of frames: one call of 480-sample rows costs about half of three calls of 160). So:
 
 * a stream whose frame is late or missing is simply not in this tick; the others go on,
   and its own audio stays contiguous (the bank moves it to the tick's clock exactly);
-* a stream that is behind (frames bunched up by the network) gets up to
-  :data:`CATCH_UP` extra passes per tick with only the streams that are behind;
+* a stream that is behind (frames bunched up by the network or read in a batch) advances
+  by up to 1 + :data:`CATCH_UP` frames per tick;
 * a stream that floods keeps at most :data:`MAX_QUEUED` frames (1 s): older ones are
   dropped and counted, so it cannot slow the others down;
 * a stream joining or leaving mid-tick takes or frees a slot; :meth:`~KeypadBank.leave`
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 MAX_QUEUED = 50
 """Frames (1 s) a stream may have waiting; beyond, its oldest are dropped."""
 CATCH_UP = 4
-"""Extra passes per tick for streams with frames bunched up (so they catch up in time)."""
+"""Extra frames per tick a stream with frames bunched up may take (so it catches up in time)."""
 
 Outcome = tuple[list[KeyCommand], bool]
 """(commands completed, True if this was the first key tone of the stream)."""
@@ -173,7 +175,7 @@ class KeypadBank:
             self._ready.add(slot)
 
     def tick(self) -> list[tuple[int, Outcome]]:
-        """Detect one frame of every stream that has one (plus catch-up passes).
+        """Detect the frames waiting, up to 1 + CATCH_UP per stream, of every stream.
 
         Returns
         -------
@@ -183,20 +185,20 @@ class KeypadBank:
         self.ticks += 1
         if not self._ready:
             return []
-        # The first pass runs at the tick's clock; catch-up passes at their rows' own.
-        clock: int | None = FRAME_BYTES * self.ticks
+        # Streams with the same number of frames waiting (batched reads deliver several at
+        # once) advance together in one call, all their frames at once, at the tick's clock.
+        clock = FRAME_BYTES * self.ticks
+        queues = self._queues
+        groups: dict[int, list[int]] = {}
+        for slot in self._ready:
+            groups.setdefault(min(len(queues[slot]), 1 + CATCH_UP), []).append(slot)
         out: dict[int, list[DigitStart | DigitEvent]] = {}
-        for _ in range(1 + CATCH_UP):
-            rows = list(self._ready)
-            if not rows:
-                break
-            queues = self._queues
-            data = b"".join([queues[s].popleft() for s in rows])
-            self._ready = {s for s in rows if queues[s]}
-            frames = np.frombuffer(data, dtype=np.uint8).reshape(len(rows), FRAME_BYTES)
+        for k, rows in groups.items():
+            data = b"".join([queues[s].popleft() for s in rows for _ in range(k)])
+            frames = np.frombuffer(data, dtype=np.uint8).reshape(len(rows), k * FRAME_BYTES)
             for slot, event in self._bank.feed_rows(rows, frames, clock=clock):
                 out.setdefault(slot, []).append(event)
-            clock = None
+        self._ready = {s for s in self._ready if queues[s]}
         return self._outcomes(out)
 
     def leave(self, slot: int) -> Outcome:

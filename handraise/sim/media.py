@@ -204,9 +204,13 @@ class MediaStream(DigitSink):
                                   "streamSid": self.sid})
                 with contextlib.suppress(WebSocketException, OSError):
                     await self._ws.close()
+            received = self._ws.protocol.close_rcvd
             self._finish()
+            # app_close_code: the code of the app's Close frame, None if none came (the
+            # socket was aborted after the close timeout, or dropped).
             engine.emit("stream-stopped", call.sid, stream_sid=self.sid, name=self.name,
-                        frames=self.frames_sent, closed_by_app=server_closed)
+                        frames=self.frames_sent, closed_by_app=server_closed,
+                        app_close_code=received.code if received is not None else None)
             await self._status_callback("stream-stopped")
 
     async def _pump(self, receiver: asyncio.Future[None]) -> None:

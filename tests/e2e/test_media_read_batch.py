@@ -1,4 +1,9 @@
-"""HANDRAISE_MEDIA_READ_BATCH: a stream's socket read once several messages wait, in real time."""
+"""HANDRAISE_MEDIA_READ_BATCH: a stream's socket read once several messages wait, in real time.
+
+The emulator, like a careful Twilio, sends ``stop`` at a hang-up and then waits for the
+app's Close before it lets go of the socket (10 s, then it aborts): the app must read that
+last, short message although it is fewer bytes than a batch.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +32,13 @@ async def test_keys_are_heard_and_the_end_of_the_stream_is_seen_with_batched_rea
                                    text="Hand raised. You are number 1 in line.", timeout=15)
         assert [h.participant for h in await stack.queue.queue(room.id)] == [pid]
         await stack.sim.hang_up(sid)
+        stopped_event = await stack.sim.wait_event("stream-stopped", call_sid=sid, timeout=15)
+        # The app read the stop and closed the socket itself: the emulator got its Close
+        # (a stop left unread would end in an aborted socket, with no Close from the app).
+        assert stopped_event.data["app_close_code"] == 1000
 
         async def stopped() -> bool:
             checks = [c for c in await keypad_checks(stack.redis, room.id) if c.participant == pid]
             return bool(checks) and checks[0].stopped
 
-        await until(stopped, timeout=15)  # the stream's last messages were read at its close
+        await until(stopped, timeout=15)  # the stream's last messages were read
