@@ -363,8 +363,8 @@ class Engine:
         hypercorn's 5 s keep-alive timeout, so no request races the server's close.
         """
         if self._http is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0,
-                                             force_close=not self.config.webhook_keepalive)
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0) \
+                if self.config.webhook_keepalive else aiohttp.TCPConnector(limit=0, force_close=True)
             self._http = aiohttp.ClientSession(
                 connector=connector, trust_env=False,
                 timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout))

@@ -146,3 +146,19 @@ async def test_play_digits_and_reject(twiml_app: TwimlApp, sim: Simulator) -> No
     await sim.wait_event("call-ended", call_sid=sid)
     assert sim.transcript(sid)[0]["digits"] == "1w2"
     assert sim.state(sid)["status"] == "busy"
+
+
+async def test_webhooks_without_keep_alive_each_get_their_answer(twiml_app: TwimlApp) -> None:
+    """``webhook_keepalive=False`` (a TCP balancer spreads every webhook): one connection
+    each, still signed and answered."""
+    from conftest import make_sim
+
+    twiml_app.routes["/voice"] = lambda p: '<Response><Redirect>/next</Redirect></Response>'
+    twiml_app.routes["/next"] = lambda p: "<Response><Say>Second</Say></Response>"
+    async with make_sim(twiml_app, webhook_keepalive=False) as sim:
+        sid = sim.place_call()
+        await sim.wait_event("call-ended", call_sid=sid)
+        assert [h.valid for h in twiml_app.hits_to("/voice") + twiml_app.hits_to("/next")] == [
+            True, True]
+        assert [e["text"] for e in sim.transcript(sid)] == ["Second"]
+        assert [e.data["status"] for e in sim.events if e.kind == "webhook"] == [200, 200]
