@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import re
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import httpx
+from quart import Quart
 from webkit import PASSWORD, csrf_of, settings, signed_in
 
 from handraise.app import create_app, services
@@ -191,12 +193,23 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str | None
             fields.setdefault(name, []).append(value)
 
 
-async def test_the_event_stream_sends_partials_on_change_and_resumes_without_resending(
-        redis: Redis) -> None:
-    app = create_app(settings(), redis=redis)
+
+@contextlib.asynccontextmanager
+async def served_client(redis: Redis, *, sign_in: bool = True,
+                        app: Quart | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` (default: a new one) served over real HTTP, and a client (signed in as the
+    host by default)."""
+    app = app or create_app(settings(), redis=redis)
     async with ServedApp(app, health_path="/healthz") as served, \
             httpx.AsyncClient(base_url=served.base_url) as client:
-        assert (await client.post("/host/login", data={"password": PASSWORD})).status_code == 303
+        if sign_in:
+            assert (await client.post("/host/login", data={"password": PASSWORD})).status_code == 303
+        yield client
+
+
+async def test_the_event_stream_sends_partials_on_change_and_resumes_without_resending(
+        redis: Redis) -> None:
+    async with served_client(redis) as client:
         room = (await create_room(redis, "Live")).room
         queue = Queue(redis)
         pid = await queue.join(room.id, number="+15550104821")
@@ -238,10 +251,7 @@ def inner(section_html: str) -> str:
 
 async def test_the_live_roster_keeps_unchanged_rows_and_shows_what_the_page_shows(
         redis: Redis) -> None:
-    app = create_app(settings(), redis=redis)
-    async with ServedApp(app, health_path="/healthz") as served, \
-            httpx.AsyncClient(base_url=served.base_url) as client:
-        assert (await client.post("/host/login", data={"password": PASSWORD})).status_code == 303
+    async with served_client(redis) as client:
         room = (await create_room(redis, "Roster")).room
         queue = Queue(redis)
         a, b, c = [await queue.join(room.id, number=f"+1555010{n}000") for n in (1, 2, 3)]
@@ -272,18 +282,14 @@ async def test_the_live_roster_keeps_unchanged_rows_and_shows_what_the_page_show
 
 
 async def test_without_a_session_the_stream_is_401(redis: Redis) -> None:
-    app = create_app(settings(), redis=redis)
-    async with ServedApp(app, health_path="/healthz") as served, \
-            httpx.AsyncClient(base_url=served.base_url) as client:
+    async with served_client(redis, sign_in=False) as client:
         room = (await create_room(redis, "Closed door")).room
         assert (await client.get(f"/host/rooms/{room.id}/events")).status_code == 401
 
 
 async def test_a_closed_dashboard_stops_its_subscription(redis: Redis) -> None:
     app = create_app(settings(), redis=redis)
-    async with ServedApp(app, health_path="/healthz") as served, \
-            httpx.AsyncClient(base_url=served.base_url) as client:
-        await client.post("/host/login", data={"password": PASSWORD})
+    async with served_client(redis, app=app) as client:
         room = (await create_room(redis, "Closing tabs")).room
         hub = services(app).hub
         async with client.stream("GET", f"/host/rooms/{room.id}/events") as response:
