@@ -1,9 +1,10 @@
-"""Ships the repo-root templates/ and static/ inside the package on non-editable installs."""
+"""Ships the repo-root templates/ and static/ inside the package on non-editable installs, and
+builds the one C extension."""
 
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 
@@ -20,4 +21,8 @@ class BuildPyWithAssets(build_py):
                                 dirs_exist_ok=True)
 
 
-setup(cmdclass={"build_py": BuildPyWithAssets})
+# The media streams' WebSocket reader (handraise/phone/fastmedia.py says why it is in C).
+WSREAD = Extension("handraise.phone._wsread", ["handraise/phone/_wsread.c"],
+                   extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])
+
+setup(cmdclass={"build_py": BuildPyWithAssets}, ext_modules=[WSREAD])

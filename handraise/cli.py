@@ -19,9 +19,10 @@ from .store import RedisNotFound, connect
 
 log = logging.getLogger("handraise")
 
-#: The one place the server is chosen: hypercorn for HTTP, picows (on uvloop) for the
-#: media-stream WebSocket, on one port (see handraise/phone/fastmedia.py for the figures).
-ASGI_SERVER = "hypercorn+picows"
+#: The one place the server is chosen: hypercorn for HTTP, our own reader (C, polled at the
+#: detection tick, on uvloop) for the media-stream WebSocket, on one port (see
+#: handraise/phone/fastmedia.py for the figures).
+ASGI_SERVER = "hypercorn+wsread"
 
 
 def _settings(required: tuple[str, ...] = ()) -> Settings:
@@ -310,12 +311,12 @@ async def _hooks_remove(settings: Settings, args: argparse.Namespace) -> int:
 # --- serve / demo ------------------------------------------------------------------------
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
-    """Run the app until SIGINT/SIGTERM: hypercorn for HTTP, picows for media streams.
+    """Run the app until SIGINT/SIGTERM: hypercorn for HTTP, our C reader for media streams.
 
     One port serves both (:mod:`handraise.phone.fastmedia` sorts connections by their
     request line); ``workers`` processes share it through ``SO_REUSEPORT``.
     """
-    if ASGI_SERVER != "hypercorn+picows":  # pragma: no cover - the single switch point
+    if ASGI_SERVER != "hypercorn+wsread":  # pragma: no cover - the single switch point
         raise SystemExit(f"unknown ASGI server {ASGI_SERVER}")
     from .phone.fastmedia import serve_workers
 

@@ -1,39 +1,46 @@
-"""The fast path for ``/voice/stream``: picows on uvloop, on the app's own port.
+"""The fast path for ``/voice/stream``: media streams read in C, once per tick, on the app's port.
 
 ``handraise serve`` accepts every connection itself and reads the request line without
-consuming it (``MSG_PEEK``): a ``GET /voice/stream`` goes to a picows WebSocket
-listener, anything else to hypercorn, which serves the Quart app as before (webhooks,
-pages, SSE, the API). One port, one public URL: nothing for an operator to configure, and
-a TLS proxy in front needs only to pass WebSocket upgrades through (README, "Serving").
-The listener shares the app's Redis, settings and services, runs the same per-stream code
-(:class:`~.media.MediaStream`), and checks ``X-Twilio-Signature`` on the upgrade with the
-rules of :mod:`.security` (403 when it does not validate).
+consuming it (``MSG_PEEK``): a ``GET /voice/stream`` is a media stream, anything else goes
+to hypercorn, which serves the Quart app as before (webhooks, pages, SSE, the API). One
+port, one public URL: nothing for an operator to configure, and a TLS proxy in front needs
+only to pass WebSocket upgrades through (README, "Serving").
 
-Why picows (measured on this machine, one server core, 500 streams each paced at one
-320-byte text message per 20 ms, 25,000 messages/s, the load generator on the other
-core; server CPU from ``getrusage`` per message, receiving only):
+A media stream's upgrade is answered here, in Python: ``X-Twilio-Signature`` is checked with
+the rules of :mod:`.security` (403 when it does not validate), a request that is not a
+WebSocket upgrade gets 400 (426 for another protocol version). From then on the socket
+belongs to one :class:`~handraise.phone._wsread.Reader` per process (``_wsread.c``): at
+every detection tick (every :data:`~.media.TICK_S`, or every N ticks with
+``HANDRAISE_MEDIA_READ_BATCH=N``) it reads every socket that has bytes, takes the
+WebSocket frames out (masking, fragments, ping, close, protocol errors), decodes the
+payloads of the usual media messages of each stream straight into that stream's audio,
+and returns everything else (``start``, ``stop``, ``mark``, anything unusual or malformed)
+whole. Each stream's protocol logic is :class:`~.media.MediaStream`, as for the Quart
+route. The server writes only close frames (1000 after ``stop``, 1008 refused, 1001 at
+shutdown, 1002 for a protocol error), then waits up to :data:`CLOSE_WAIT_S` for the
+peer's close before it closes the socket.
 
-=============================  ==============
-server                         µs per message
-=============================  ==============
-hypercorn + wsproto (Quart)    ~50 (issue 13)
-uvicorn                        ~25-40 (issue 13)
-websockets 17 server + uvloop  23-26
-picows 2.3 + asyncio loop      12-14
-picows 2.3 + uvloop            10.6-11.7
-=============================  ==============
+Why this design (measured on this machine, one server core, the load generator on the
+other; each stream paced at one 320-byte text message per 20 ms):
 
-The whole keypad path (framing, fast JSON path, base64, queueing, the batched detector,
-bookkeeping) is in ``bench/media.py``'s figures. The read batch (``SO_RCVLOWAT``, setting
-``HANDRAISE_MEDIA_READ_BATCH``, default 3) was decided by them, 1000 paced streams on one
-core, the same run for both values: batch 1, 80 % of the core (16.1 µs per message), key
-release -> hand p99 128 ms; batch 3, 68 % (13.6 µs), p99 48 ms. Fewer wake-ups per message
-leave the loop less busy, so keys are answered sooner even though each socket is read only
-every 60 ms. A stream's last messages (its ``stop``) are fewer bytes than the mark, so they
-would wait unread until the peer closes, and a peer that waits for our close first (the
-emulator, a careful Twilio) would stall: every :data:`QUIET_S` the server lowers the mark to
-one byte on each socket that delivered nothing since the last look (the kernel then wakes
-the reader for what is waiting), and raises it again once messages flow.
+=============================================  =====================================
+server                                         server CPU
+=============================================  =====================================
+hypercorn + wsproto (Quart)                    ~50 µs per message (issue 13)
+uvicorn                                        ~25-40 µs per message (issue 13)
+websockets 17 server + uvloop                  23-26 µs per message, receiving only
+picows 2.3 + uvloop                            10.6-11.7 µs per message, receiving only;
+                                               the whole keypad path 16.1 µs (1000
+                                               streams, 80 % of the core), with
+                                               ``SO_RCVLOWAT`` batches of 3: 13.6 µs
+this module: one C reader, polled per tick     see bench/media.py (README, "Scale")
+=============================================  =====================================
+
+With picows, one Python callback per message (and uvloop's per-socket wake-ups) was the
+floor: 32-48 % of the core at 1000 streams before any work of ours, against the Node
+reference's 85-95 % for the whole job, so half of Node's CPU was out of reach. Reading at
+the tick turns 50,000 wake-ups and callbacks a second into 50 ``poll(2)`` calls, one
+``recv(2)`` per socket that has bytes, and one Python call per stream per tick.
 
 ``--workers N`` runs N such processes, each with its own ``SO_REUSEPORT`` socket on the
 same port (the kernel spreads connections); every process reads every room's events from
@@ -43,8 +50,10 @@ Redis, as one does.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
+import hashlib
 import logging
 import os
 import signal
@@ -52,178 +61,219 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from picows import (
-    WSAutoPingStrategy,
-    WSCloseCode,
-    WSFrame,
-    WSListener,
-    WSMsgType,
-    WSTransport,
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-)
-from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in its stubs
 from quart import Quart
 
 from ..config import Settings
+from ._wsread import Reader
 from .media import MediaHub, MediaStream, media_hub
 from .security import websocket_signature_valid
 
 log = logging.getLogger(__name__)
-_WS_LOG = logging.getLogger(__name__ + ".ws")
-# picows logs every accepted connection at INFO; the stream's own start line says more.
-_WS_LOG.setLevel(logging.WARNING)
 
 MEDIA_PATH = "/voice/stream"
 PEEK_BYTES = 2048
 """Bytes of a new connection read ahead (not consumed) to find its request line."""
 FIRST_LINE_TIMEOUT_S = 10.0
-"""A connection that sends no request line in this time is closed."""
+"""A connection that sends no request line (a media stream: no whole upgrade request) in
+this time is closed."""
+MAX_HEAD_BYTES = 8192
+"""Longest upgrade request of a media stream (431 beyond)."""
 MAX_MESSAGE_BYTES = 64 * 1024
-"""Longest WebSocket message taken (a media message is about 330 bytes)."""
-READ_BATCH_BYTES = 300
-"""Bytes per message counted for ``SO_RCVLOWAT``: a 20 ms media message of Twilio's is
-about 350 bytes on the wire, so N x 300 bytes wait for N of them."""
-QUIET_S = 0.1
-"""With batched reads: a socket that delivered no message for this long is read at once
-(its mark lowered to one byte): a stream that is ending, or a peer that paused."""
+"""Longest WebSocket message taken (a media message is about 330 bytes); a longer one is
+skipped (and counted) and the stream goes on."""
+CLOSE_WAIT_S = 5.0
+"""After our close frame: longest wait for the peer's before the socket is closed."""
+STOP_CLOSE_WAIT_S = 2.0
+"""At shutdown: longest wait for the peers' close frames, over all streams."""
 GRACEFUL_S = 5.0
 """At shutdown: longest wait for HTTP requests in flight."""
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+class _BadUpgrade(Exception):
+    """An upgrade request refused: the HTTP status, its reason phrase and body."""
+
+    def __init__(self, status: int, phrase: str, body: str,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(body)
+        self.status, self.phrase, self.body, self.headers = status, phrase, body, headers
+
+    def response(self) -> bytes:
+        body = self.body.encode()
+        head = [f"HTTP/1.1 {self.status} {self.phrase}", "Content-Type: text/plain",
+                f"Content-Length: {len(body)}", "Connection: close",
+                *(f"{k}: {v}" for k, v in self.headers)]
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-class _MediaSocket(WSListener):
-    """picows callbacks of one media socket -> :class:`MediaStream`."""
+def upgrade_response(head: bytes, settings: Settings) -> bytes:
+    """The 101 answer to a media stream's upgrade request ``head`` (through its blank line).
 
-    def __init__(self, app: Quart, hub: MediaHub, batching: _Batching) -> None:
-        from .webhooks import phone
+    Raises
+    ------
+    _BadUpgrade
+        400 if it is not a WebSocket upgrade, 426 for another protocol version, 404 for
+        another path, 403 if ``X-Twilio-Signature`` does not validate.
+    """
+    lines = head.decode("latin-1").split("\r\n")
+    method, _, rest = lines[0].partition(" ")
+    target, _, version = rest.partition(" ")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    path, _, query = target.partition("?")
+    if method != "GET" or version != "HTTP/1.1":
+        raise _BadUpgrade(400, "Bad Request", "Bad Request: a WebSocket upgrade is a GET over HTTP/1.1.\n")
+    if path != MEDIA_PATH:
+        raise _BadUpgrade(404, "Not Found", "Not found.\n")
+    key = headers.get("sec-websocket-key", "")
+    connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    try:
+        key_ok = len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        key_ok = False
+    if headers.get("upgrade", "").lower() != "websocket" or "upgrade" not in connection or not key_ok:
+        raise _BadUpgrade(400, "Bad Request", "Bad Request: this is a WebSocket endpoint "
+                          "(Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Key).\n")
+    if headers.get("sec-websocket-version") != "13":
+        raise _BadUpgrade(426, "Upgrade Required", "Upgrade Required: WebSocket version 13.\n",
+                          (("Sec-WebSocket-Version", "13"),))
+    if not websocket_signature_valid(settings, path, query, headers.get("x-twilio-signature", "")):
+        log.warning("refused websocket %s: missing or invalid X-Twilio-Signature", path)
+        raise _BadUpgrade(403, "Forbidden", "Forbidden: invalid Twilio signature.\n")
+    accept = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest()).decode()
+    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode()
 
-        self.svc = phone(app)
-        self.hub = hub
-        self.batching = batching
-        self.transport: WSTransport | None = None
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A server's close frame (unmasked): ``code`` and up to 123 bytes of ``reason``."""
+    payload = code.to_bytes(2, "big") + reason.encode()[:123]
+    return bytes((0x88, len(payload))) + payload
+
+
+class _Conn:
+    """One media socket read by the process's :class:`MediaSockets`."""
+
+    __slots__ = ("closing", "handle", "owner", "sock", "stream", "tails")
+
+    def __init__(self, owner: MediaSockets, sock: socket.socket, handle: int) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.handle = handle
         self.stream: MediaStream | None = None
-        self.parts: list[bytes] = []
-        self.size = 0
-        #: Messages since the batching sweep last looked; whether the mark is lowered.
-        self.count = 0
-        self.lowered = False
+        self.tails: tuple[bytes, ...] = ()
+        #: When our close frame went out (loop time), or None.
+        self.closing: float | None = None
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-        self.stream = MediaStream(self.svc, self.hub, self._close)
-        if self.batching.batch > 1:
-            # Wake up for this socket only once a few messages are waiting: one read then
-            # takes them all (see READ_BATCH_BYTES). Set after the upgrade, whose request
-            # is smaller; a closing peer (FIN) wakes it up whatever is waiting, and so does
-            # the sweep of quiet sockets (_Batching).
-            self.batching.add(self)
-
-    def set_mark(self, messages: int) -> None:
-        """``SO_RCVLOWAT`` for ``messages`` media messages (1: any byte)."""
-        if self.transport is None:
-            return
-        sock = self.transport.underlying_transport.get_extra_info("socket")
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT,
-                            messages * READ_BATCH_BYTES if messages > 1 else 1)
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        self.count += 1
+    def messages(self, messages: list[bytes]) -> None:
         stream = self.stream
-        if stream is None:
-            return
-        kind = frame.msg_type
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-            if frame.fin:
-                stream.on_message(frame.get_payload_as_bytes())
-                return
-            self.parts, self.size = [frame.get_payload_as_bytes()], frame.payload_size
-        elif kind is WSMsgType.CONTINUATION and self.parts:
-            self.size += frame.payload_size
-            if self.size > MAX_MESSAGE_BYTES:
-                self.parts = []
-                stream.on_message(b"")  # counted and logged as a skipped frame
-                return
-            self.parts.append(frame.get_payload_as_bytes())
-            if frame.fin:
-                message = b"".join(self.parts)
-                self.parts = []
-                stream.on_message(message)
-        elif kind is WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+        assert stream is not None
+        for message in messages:
+            stream.on_message(message)
+        reader = stream.reader
+        tails = reader.tails if reader.state == "started" else ()
+        if tails != self.tails:  # the start named its stream; a stop ends the fast path
+            self.tails = tails
+            self.owner.reader.fast(self.handle, tails)
 
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.batching.discard(self)
+    def close(self, code: int, reason: str) -> None:
+        """Send our close frame; the socket closes at the peer's (or after CLOSE_WAIT_S)."""
+        if self.closing is not None or self.handle < 0:
+            return
+        self.closing = self.owner.loop.time()
+        with contextlib.suppress(OSError):
+            self.sock.send(close_frame(code, reason))
+            self.sock.shutdown(socket.SHUT_WR)
+        self.owner.reader.closing(self.handle)
+        self.owner.closing.add(self)
+
+    def ended(self, end: int) -> None:
+        """The reader saw the end: the peer's close code, 0 (end of file) or -code (a protocol error)."""
+        if end < 0:
+            log.warning("media stream: protocol error from the peer; closing with %d", -end)
+            self.close(-end, "protocol error")
+        elif end > 0 and self.closing is None:
+            self.close(1000 if end == 1005 else end, "")  # echo the peer's close
         if self.stream is not None:
             self.stream.dropped()
+        self.release()
 
-    def _close(self, code: int, reason: str) -> None:
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.send_close(WSCloseCode(code), reason.encode())
-            self.transport.disconnect()
-
-
-class _Batching:
-    """Batched reads (``SO_RCVLOWAT``) of every media socket of a process, and the sweep
-    that reads a quiet socket at once (see the module docstring)."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        self.sockets: set[_MediaSocket] = set()
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def add(self, sock: _MediaSocket) -> None:
-        sock.set_mark(self.batch)
-        self.sockets.add(sock)
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.ensure_future(self._sweep_forever())
-
-    def discard(self, sock: _MediaSocket) -> None:
-        self.sockets.discard(sock)
-
-    def sweep(self) -> None:
-        """Lower the mark of each socket that delivered nothing since the last sweep;
-        raise it again on one that delivered a batch's worth since."""
-        for sock in self.sockets:
-            if not sock.lowered:
-                if not sock.count:
-                    sock.set_mark(1)
-                    sock.lowered = True
-            elif sock.count >= self.batch:
-                sock.set_mark(self.batch)
-                sock.lowered = False
-            sock.count = 0
-
-    async def _sweep_forever(self) -> None:
-        while self.sockets:
-            await asyncio.sleep(QUIET_S)
-            self.sweep()
+    def release(self) -> None:
+        """Stop reading the socket and close it."""
+        if self.handle < 0:
+            return
+        owner = self.owner
+        owner.reader.remove(self.handle)
+        owner.conns.pop(self.handle, None)
+        owner.closing.discard(self)
+        self.handle = -1
+        self.sock.close()
 
 
-def media_listener_factory(
-    app: Quart, settings: Settings
-) -> Callable[[WSUpgradeRequest], Any]:
-    """picows listener factory: the signed ``/voice/stream`` upgrade, or 403 / 404."""
-    hub = media_hub(app)
-    batching = _Batching(settings.media_read_batch)
+class MediaSockets:
+    """The media sockets of one process, read together at the :class:`MediaHub`'s tick
+    (the hub's :class:`~.media.MediaSource`)."""
 
-    def factory(request: WSUpgradeRequest) -> Any:
-        target = request.path.decode("latin-1")
-        path, _, query = target.partition("?")
-        if path != MEDIA_PATH:
-            return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_error_response(404, b"Not found.\n"), None)
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not websocket_signature_valid(settings, path, query, signature):
-            log.warning("refused websocket %s: missing or invalid X-Twilio-Signature", path)
-            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
-                403, b"Forbidden: invalid Twilio signature.\n",
-                {"Content-Type": "text/plain"}), None)
-        return _MediaSocket(app, hub, batching)
+    def __init__(self, app: Quart, hub: MediaHub, batch: int) -> None:
+        from .webhooks import phone
 
-    return factory
+        self.loop = asyncio.get_running_loop()
+        self.svc = phone(app)
+        self.hub = hub
+        self.batch = max(1, batch)
+        self.reader = Reader(MAX_MESSAGE_BYTES)
+        self.conns: dict[int, _Conn] = {}
+        self.closing: set[_Conn] = set()
+        self._ticks = 0
+        hub.source = self
+
+    def add(self, sock: socket.socket) -> None:
+        """Read ``sock`` (upgraded) from now on, for a new :class:`MediaStream`."""
+        conn = _Conn(self, sock, self.reader.add(sock))
+        conn.stream = MediaStream(self.svc, self.hub, conn.close)
+        self.conns[conn.handle] = conn
+        self.hub.ticking()
+
+    def busy(self) -> bool:
+        return bool(self.conns)
+
+    def poll(self) -> None:
+        self._ticks += 1
+        if self._ticks % self.batch:
+            return
+        conns = self.conns
+        for handle, audio, count, messages, end in self.reader.poll():
+            conn = conns.get(handle)
+            if conn is None:
+                continue
+            if audio is not None:
+                conn.stream.on_audio(audio, count)  # type: ignore[union-attr]
+            if messages is not None:
+                conn.messages(messages)
+            if end is not None:
+                conn.ended(end)
+        if self.closing:
+            late = self.loop.time() - CLOSE_WAIT_S
+            for conn in [c for c in self.closing if c.closing is not None and c.closing < late]:
+                conn.release()
+
+    async def close_all(self, code: int, reason: str, wait: float) -> None:
+        """Close every socket (at shutdown): our close frame, then up to ``wait`` s for theirs."""
+        for conn in list(self.conns.values()):
+            conn.close(code, reason)
+        deadline = self.loop.time() + wait
+        while self.conns and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            self.poll_all()
+        for conn in list(self.conns.values()):
+            conn.release()
+
+    def poll_all(self) -> None:
+        """One read of every socket now, whatever the batch (the tick may be stopped)."""
+        self._ticks = -1
+        self.poll()
 
 
 def _is_media_request(head: bytes) -> bool:
@@ -246,7 +296,8 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
 
 
 class _Server:
-    """One process serving ``app``: peeks each connection and hands it to picows or hypercorn."""
+    """One process serving ``app``: peeks each connection and keeps it (a media stream) or
+    hands it to hypercorn."""
 
     def __init__(self, app: Quart, settings: Settings) -> None:
         from hypercorn.asyncio.lifespan import Lifespan
@@ -267,17 +318,16 @@ class _Server:
         self.lifespan = Lifespan(self.asgi, config, self.loop, self.state)
         self.context = WorkerContext(None)
         self.http_tasks: set[asyncio.Task[None]] = set()
-        self.media: set[WSProtocol] = set()
         self.listeners: list[socket.socket] = []
         self._waiting: dict[socket.socket, asyncio.TimerHandle] = {}
-        self._ws_factory: Callable[[WSUpgradeRequest], Any] | None = None
+        self.media: MediaSockets | None = None
 
     async def start(self, socks: list[socket.socket]) -> None:
         self._lifespan_task = self.loop.create_task(self.lifespan.handle_lifespan())
         await self.lifespan.wait_for_startup()
         if self._lifespan_task.done() and self._lifespan_task.exception() is not None:
             raise self._lifespan_task.exception()  # type: ignore[misc]
-        self._ws_factory = media_listener_factory(self.app, self.settings)
+        self.media = MediaSockets(self.app, media_hub(self.app), self.settings.media_read_batch)
         for sock in socks:
             self.listeners.append(sock)
             self.loop.add_reader(sock.fileno(), self._accept, sock)
@@ -335,32 +385,55 @@ class _Server:
             task.add_done_callback(self.http_tasks.discard)
 
     async def _media(self, conn: socket.socket) -> None:
-        factory = self._ws_factory
-        assert factory is not None
-
-        def protocol() -> WSProtocol:
-            # Positional, as picows.ws_create_server builds it: host_port, ws_path, client
-            # side, factory, logger, disconnect on exception, handshake timeout, auto ping
-            # (off; Twilio streams all the time), its timeouts and strategy, auto pong,
-            # largest frame, extra headers, read buffer.
-            proto = WSProtocol(None, None, False, factory, _WS_LOG, True, 5.0,
-                               False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
-                               MAX_MESSAGE_BYTES, None, 16 * 1024)
-            self.media.add(proto)
-            return proto
-
+        """A media stream's upgrade: answered here, then the socket goes to the reader."""
+        assert self.media is not None
         try:
-            _, proto = await self.loop.connect_accepted_socket(protocol, conn)
+            head = await self._upgrade_head(conn)
+            if head is None:
+                conn.close()
+                return
+            response = upgrade_response(head, self.settings)
+        except _BadUpgrade as refused:
+            with contextlib.suppress(OSError):
+                await self.loop.sock_sendall(conn, refused.response())
+            conn.close()
+            return
         except OSError:
             conn.close()
             return
         try:
-            transport: WSTransport | None = proto.transport
-            if transport is not None:
-                with contextlib.suppress(Exception):
-                    await transport.wait_disconnected()
-        finally:
-            self.media.discard(proto)
+            await self.loop.sock_sendall(conn, response)
+        except OSError:
+            conn.close()
+            return
+        self.media.add(conn)
+
+    async def _upgrade_head(self, conn: socket.socket) -> bytes | None:
+        """The whole upgrade request (consumed, nothing after it), or None if the peer
+        went away or sent none in time."""
+        deadline = self.loop.time() + FIRST_LINE_TIMEOUT_S
+        while True:
+            try:
+                seen = conn.recv(MAX_HEAD_BYTES, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                seen = None
+            if seen == b"":
+                return None
+            if seen:
+                end = seen.find(b"\r\n\r\n")
+                if end >= 0:
+                    return conn.recv(end + 4)
+                if len(seen) >= MAX_HEAD_BYTES:
+                    raise _BadUpgrade(431, "Request Header Fields Too Large",
+                                      "Request header fields too large.\n")
+            readable = self.loop.create_future()
+            self.loop.add_reader(conn.fileno(), readable.set_result, None)
+            try:
+                await asyncio.wait_for(readable, max(0.0, deadline - self.loop.time()))
+            except TimeoutError:
+                return None
+            finally:
+                self.loop.remove_reader(conn.fileno())
 
     async def _http(self, conn: socket.socket) -> None:
         from hypercorn.asyncio.tcp_server import TCPServer
@@ -388,10 +461,8 @@ class _Server:
             if hub.open:
                 log.info("serve: stopping; finishing %d media streams", len(hub.open))
             await hub.drain()
-        for proto in list(self.media):
-            with contextlib.suppress(Exception):
-                proto.transport.send_close(WSCloseCode.GOING_AWAY, b"server stopping")
-                proto.transport.disconnect()
+        if self.media is not None:
+            await self.media.close_all(1001, "server stopping", STOP_CLOSE_WAIT_S)
         await self.context.terminated.set()
         if self.http_tasks:
             _, pending = await asyncio.wait(set(self.http_tasks), timeout=GRACEFUL_S)
@@ -413,7 +484,7 @@ async def serve_app(
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``app`` on ``socks`` (HTTP by hypercorn, ``/voice/stream`` by picows) until
+    """Serve ``app`` on ``socks`` (HTTP by hypercorn, ``/voice/stream`` here) until
     ``shutdown_trigger`` returns (default: SIGINT or SIGTERM)."""
     loop = asyncio.get_running_loop()
     if shutdown_trigger is None:

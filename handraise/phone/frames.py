@@ -294,8 +294,9 @@ class StreamReader:
         self.state: State = "new"
         self.start: Start | None = None
         self.skipped = 0
-        #: What follows the payload in the usual shape, compact or spaced (set at start).
-        self._tails: frozenset[bytes] = frozenset()
+        #: What follows the payload in the usual shape, compact or spaced (set at start;
+        #: the C reader of ``handraise serve`` matches the same shape with them).
+        self.tails: tuple[bytes, ...] = ()
 
     @property
     def stream_sid(self) -> str:
@@ -315,7 +316,7 @@ class StreamReader:
             return None
         begin = head.end()
         end = raw.find(b'"', begin)
-        if end < 0 or raw[end:] not in self._tails or not 0 < end - begin <= _B64_MAX:
+        if end < 0 or raw[end:] not in self.tails or not 0 < end - begin <= _B64_MAX:
             return None
         return raw[begin:end]
 
@@ -354,8 +355,7 @@ class StreamReader:
             self.start = msg
             self.state = "started"
             sid = json.dumps(msg.stream_sid).encode()
-            self._tails = frozenset({b'"},"streamSid":' + sid + b"}",
-                                     b'"}, "streamSid": ' + sid + b"}"})
+            self.tails = (b'"},"streamSid":' + sid + b"}", b'"}, "streamSid": ' + sid + b"}")
             return
         if self.start is None:
             raise FrameError(f"{type(msg).__name__.lower()} before start.")

@@ -154,16 +154,24 @@ class KeypadBank:
 
     def push(self, slot: int, payload: bytes) -> None:
         """Queue one frame of mu-law for ``slot`` (cheap: no detection here)."""
+        self.push_frames(slot, payload, 1)
+
+    def push_frames(self, slot: int, audio: bytes, count: int) -> None:
+        """Queue ``count`` frames of mu-law for ``slot``, end to end in ``audio`` (what a
+        read of several media messages brings)."""
         listener = self._listeners[slot]
         if listener is None:
             return
-        listener.frames += 1
+        listener.frames += count
         queue = self._queues[slot]
-        if len(payload) == FRAME_BYTES and slot not in self._odd:
-            queue.append(payload)
+        if len(audio) == FRAME_BYTES * count and slot not in self._odd:
+            if count == 1:
+                queue.append(audio)
+            else:
+                queue.extend([audio[i:i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)])
         else:
             buf = self._odd.setdefault(slot, bytearray())
-            buf += payload
+            buf += audio
             while len(buf) >= FRAME_BYTES:
                 queue.append(bytes(buf[:FRAME_BYTES]))
                 del buf[:FRAME_BYTES]

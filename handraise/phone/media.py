@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from quart import Blueprint, Quart, current_app, websocket
 
@@ -80,7 +80,7 @@ _LOUD_SKIPS = 3
 TICK_S = 0.020
 """Detection tick: one frame of every stream per tick, as Twilio sends them."""
 
-__all__ = ["KeypadListener", "MediaHub", "MediaStream", "bp", "media_hub"]
+__all__ = ["KeypadListener", "MediaHub", "MediaSource", "MediaStream", "bp", "media_hub"]
 
 
 class MediaHub:
@@ -101,6 +101,9 @@ class MediaHub:
         self._ticker: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.late_ticks = 0
+        #: A server's reader of many sockets (``handraise serve``'s, :mod:`.fastmedia`):
+        #: polled at the start of every tick while it holds sockets.
+        self.source: MediaSource | None = None
         #: Streams by (room, participant), for answer mode.
         self.answering: dict[tuple[str, str], MediaStream] = {}
         self._follower: asyncio.Task[None] | None = None
@@ -142,11 +145,15 @@ class MediaHub:
                 await asyncio.sleep(delay)  # back-off before reconnecting
                 delay = min(delay * 2, 5.0)
 
+    def ticking(self) -> None:
+        """Make sure the tick runs (it stops when no stream and no socket is left)."""
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._tick_forever())
+
     def join(self, stream: MediaStream, listener: KeypadListener) -> int:
         slot = self.bank.join(listener)
         self.by_slot[slot] = stream
-        if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.ensure_future(self._tick_forever())
+        self.ticking()
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.ensure_future(self._refresh_forever(stream.svc.redis))
         return slot
@@ -167,7 +174,7 @@ class MediaHub:
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time()
-        while self.by_slot:
+        while self.by_slot or (self.source is not None and self.source.busy()):
             deadline += TICK_S
             delay = deadline - loop.time()
             if delay > 0:
@@ -176,6 +183,8 @@ class MediaHub:
                 self.late_ticks += 1
                 deadline = loop.time()  # overloaded: do not run a burst of ticks
             try:
+                if self.source is not None:
+                    self.source.poll()
                 outcomes = self.bank.tick()
             except Exception:  # pragma: no cover - a bug must not stop every stream
                 log.exception("media: keypad tick failed")
@@ -223,6 +232,18 @@ class MediaHub:
             self._refresher.cancel()
 
 
+class MediaSource(Protocol):
+    """What :class:`MediaHub` asks of a server that reads its sockets once per tick."""
+
+    def busy(self) -> bool:
+        """True while it holds sockets (the tick keeps running)."""
+        ...
+
+    def poll(self) -> None:
+        """Read what its sockets have; hand it to their :class:`MediaStream`."""
+        ...
+
+
 def media_hub(app: Quart) -> MediaHub:
     """The app's :class:`MediaHub` (made on first use)."""
     hub: MediaHub | None = app.extensions.get("handraise_media")
@@ -260,7 +281,7 @@ class MediaStream:
         self.host = False
         self.started = time.monotonic()
         self.odd_size_logged = False
-        self.early: list[bytes] = []
+        self.early: list[tuple[bytes, int]] = []
         self.starting: asyncio.Future[None] | None = None
         self.jobs: deque[Callable[[], Awaitable[None]]] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -310,14 +331,23 @@ class MediaStream:
             self._close(code, reason)
 
     def _payload(self, payload: bytes) -> None:
-        if len(payload) != FRAME_BYTES and not self.odd_size_logged:
+        self.on_audio(payload, 1)
+
+    def on_audio(self, audio: bytes, count: int) -> None:
+        """``count`` inbound media frames, decoded, end to end (a server that parses the
+        usual media messages itself hands them over this way, after ``start``)."""
+        slot = self.slot
+        if slot is not None and len(audio) == FRAME_BYTES * count:
+            self.hub.bank.push_frames(slot, audio, count)
+            return
+        if len(audio) != FRAME_BYTES * count and not self.odd_size_logged:
             self.odd_size_logged = True
             log.info("media stream (%s): frames of %d bytes, not %d (detected all the same)",
-                     self.label, len(payload), FRAME_BYTES)
-        if self.slot is not None:
-            self.hub.bank.push(self.slot, payload)
+                     self.label, len(audio) // max(count, 1), FRAME_BYTES)
+        if slot is not None:
+            self.hub.bank.push_frames(slot, audio, count)
         elif self.listener is None and len(self.early) < MAX_QUEUED:
-            self.early.append(payload)  # the start-up check is still running
+            self.early.append((audio, count))  # the start-up check is still running
 
     def _skipped(self, why: str) -> None:
         n = self.reader.skipped
@@ -349,8 +379,8 @@ class MediaStream:
         # detects what came before the stop.
         self.listener = KeypadListener(commands, label=self.label, answers=self.answers)
         self.slot = self.hub.join(self, self.listener)
-        for payload in self.early:
-            self.hub.bank.push(self.slot, payload)
+        for audio, count in self.early:
+            self.hub.bank.push_frames(self.slot, audio, count)
         self.early.clear()
         self._submit(self._record)
         self.hub.watch(self)

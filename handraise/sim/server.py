@@ -30,7 +30,7 @@ class ServedApp:
     """An ASGI app served by hypercorn on this loop; ``async with`` starts and stops it.
 
     The handraise app itself (it carries ``HANDRAISE_SETTINGS``) is served the way
-    ``handraise serve`` serves it: hypercorn for HTTP, the picows media listener for
+    ``handraise serve`` serves it: hypercorn for HTTP, the C media reader for
     ``/voice/stream``, one port (:mod:`handraise.phone.fastmedia`).
     """
 

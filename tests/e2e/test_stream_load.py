@@ -1,4 +1,4 @@
-"""Many Media Streams against one ``handraise serve`` (the fast picows path) and one Redis:
+"""Many Media Streams against one ``handraise serve`` (the fast path, the C reader) and one Redis:
 a burst of stream starts, and a SIGTERM with hundreds of streams open."""
 
 from __future__ import annotations
