@@ -56,7 +56,7 @@ class Settings:
     #: Who may read GET /metrics: "local" (this machine, not through a proxy), "host"
     #: (a signed-in host or an API token) or "off".
     metrics_access: str = "local"
-    #: Media messages a stream's socket gathers before the server reads it (1: each one).
+    #: Detection ticks (20 ms) between two reads of the media sockets by ``serve`` (1: every tick).
     media_read_batch: int = 3
 
     @classmethod
@@ -213,8 +213,8 @@ def _check_http_url(name: str, value: str) -> str:
 
 
 _WHAT = {
-    "HANDRAISE_MEDIA_READ_BATCH": "a whole number from 1 to 5: how many 20 ms media messages a "
-    "stream's socket gathers before the server reads them (more: less CPU, up to 20 ms more "
+    "HANDRAISE_MEDIA_READ_BATCH": "a whole number from 1 to 5: every how many 20 ms detection "
+    "ticks handraise serve reads the media streams' sockets (more: less CPU, up to 20 ms more "
     "latency each)",
     "HANDRAISE_METRICS": "local (GET /metrics from this machine only, not through a proxy), "
     "host (a signed-in host or an API token) or off",

@@ -41,6 +41,7 @@
 #define MAX_FRAME_BYTES 1600 /* frames.MAX_FRAME_BYTES */
 #define B64_MAX ((MAX_FRAME_BYTES + 2) / 3 * 4)
 #define END_NONE (-1)
+#define FRAME 160 /* frames.FRAME_BYTES */
 
 typedef struct {
     int fd;
@@ -58,6 +59,7 @@ typedef struct {
     unsigned char *tail[2];  /* fast path: what follows the payload (compact, spaced) */
     size_t tail_len[2];
     int fast;
+    Py_ssize_t slot;         /* fast path: row of the keypad bank's queues, or -1 */
     /* this poll's results */
     unsigned char *audio;
     size_t audio_len, audio_cap;
@@ -67,6 +69,14 @@ typedef struct {
     long end;
     int reported;            /* has results this poll */
 } Conn;
+
+/* The keypad bank's queues (keypad.KeypadBank), for one poll: audio[slot] holds fill[slot]
+ * bytes of mu-law waiting; frames and dropped count media messages per slot. */
+typedef struct {
+    unsigned char *audio;
+    Py_ssize_t rows, row_bytes;
+    int64_t *fill, *frames, *dropped;
+} Queues;
 
 typedef struct {
     PyObject_HEAD
@@ -180,6 +190,30 @@ static Py_ssize_t match_head(const unsigned char *m, size_t n) {
     return (Py_ssize_t)i;
 }
 
+static Queues *queues; /* set for the length of a poll */
+
+/* Append n decoded bytes to slot's queue; beyond its size, the oldest whole frames go. */
+static void enqueue(Queues *q, Py_ssize_t slot, const unsigned char *data, size_t n) {
+    unsigned char *row = q->audio + slot * q->row_bytes;
+    size_t cap = (size_t)q->row_bytes, fill = (size_t)q->fill[slot];
+    if (fill + n > cap) {
+        size_t over = fill + n - cap;
+        size_t drop = (over + FRAME - 1) / FRAME * FRAME;
+        if (drop > fill)
+            drop = fill;
+        memmove(row, row + drop, fill - drop);
+        fill -= drop;
+        q->dropped[slot] += (int64_t)(drop / FRAME);
+        if (fill + n > cap) { /* longer than the whole queue: keep its end */
+            data += fill + n - cap;
+            n = cap - fill;
+        }
+    }
+    memcpy(row + fill, data, n);
+    q->fill[slot] = (int64_t)(fill + n);
+    q->frames[slot] += 1;
+}
+
 /* One whole message of conn c: its audio, or a bytes for Python. */
 static int deliver(Conn *c, const unsigned char *m, size_t n) {
     if (c->closing)
@@ -194,7 +228,15 @@ static int deliver(Conn *c, const unsigned char *m, size_t n) {
                 for (int k = 0; k < 2; k++)
                     if (c->tail[k] && rest == c->tail_len[k] && memcmp(q, c->tail[k], rest) == 0)
                         tail_ok = 1;
-                if (tail_ok && b64 > 0 && b64 <= B64_MAX) {
+                if (tail_ok && b64 > 0 && b64 <= B64_MAX && c->slot >= 0 && queues != NULL
+                    && c->slot < queues->rows) {
+                    unsigned char one[MAX_FRAME_BYTES + 3];
+                    Py_ssize_t got = b64_decode(m + begin, b64, one);
+                    if (got > 0 && got <= MAX_FRAME_BYTES) {
+                        enqueue(queues, c->slot, one, (size_t)got);
+                        return 0;
+                    }
+                } else if (tail_ok && b64 > 0 && b64 <= B64_MAX) {
                     if (grow(&c->audio, &c->audio_cap, c->audio_len + b64 / 4 * 3) < 0)
                         return -1;
                     Py_ssize_t got = b64_decode(m + begin, b64, c->audio + c->audio_len);
@@ -317,7 +359,17 @@ static int parse(Conn *c, size_t max_message) {
         if (avail < hl + plen)
             break;
         unsigned char *data = b + hl;
-        for (size_t k = 0; k < plen; k++)
+        uint32_t m32;
+        memcpy(&m32, mask, 4);
+        uint64_t m64 = ((uint64_t)m32 << 32) | m32;
+        size_t k = 0;
+        for (; k + 8 <= plen; k += 8) {
+            uint64_t v;
+            memcpy(&v, data + k, 8);
+            v ^= m64;
+            memcpy(data + k, &v, 8);
+        }
+        for (; k < plen; k++)
             data[k] ^= mask[k & 3];
         p += hl + (size_t)plen;
         if (op == 8) {
@@ -402,6 +454,7 @@ static void clear_conn(Conn *c) {
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->end = END_NONE;
+    c->slot = -1;
 }
 
 /* --- the Reader type ---------------------------------------------------------------- */
@@ -460,6 +513,7 @@ static PyObject *Reader_add(Reader *self, PyObject *arg) {
             memset(&self->conns[i], 0, sizeof(Conn));
             self->conns[i].fd = -1;
             self->conns[i].end = END_NONE;
+            self->conns[i].slot = -1;
         }
         self->cap = cap;
     }
@@ -472,9 +526,9 @@ static PyObject *Reader_add(Reader *self, PyObject *arg) {
 }
 
 static PyObject *Reader_fast(Reader *self, PyObject *args) {
-    Py_ssize_t h;
+    Py_ssize_t h, slot = -1;
     PyObject *tails;
-    if (!PyArg_ParseTuple(args, "nO!", &h, &PyTuple_Type, &tails))
+    if (!PyArg_ParseTuple(args, "nO!|n", &h, &PyTuple_Type, &tails, &slot))
         return NULL;
     Conn *c = get_conn(self, h);
     if (c == NULL)
@@ -489,6 +543,7 @@ static PyObject *Reader_fast(Reader *self, PyObject *args) {
         c->tail_len[k] = 0;
     }
     c->fast = 0;
+    c->slot = slot < 0 ? -1 : slot;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(tails); k++) {
         char *s;
         Py_ssize_t n;
@@ -527,7 +582,51 @@ static PyObject *Reader_remove(Reader *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Reader_poll(Reader *self, PyObject *Py_UNUSED(ignored)) {
+static PyObject *poll_all(Reader *self);
+
+/* poll([audio, fill, frames, dropped]): the keypad bank's queues, written directly for the
+ * sockets given a slot (audio: uint8 C-contiguous (rows, row_bytes); the others int64 (rows,)). */
+static PyObject *Reader_poll(Reader *self, PyObject *args) {
+    PyObject *objs[4] = {NULL, NULL, NULL, NULL};
+    if (!PyArg_ParseTuple(args, "|OOOO", &objs[0], &objs[1], &objs[2], &objs[3]))
+        return NULL;
+    if (objs[0] == NULL)
+        return poll_all(self);
+    if (objs[3] == NULL) {
+        PyErr_SetString(PyExc_TypeError, "poll takes no queues or all four");
+        return NULL;
+    }
+    Py_buffer views[4];
+    int got = 0;
+    PyObject *out = NULL;
+    for (; got < 4; got++)
+        if (PyObject_GetBuffer(objs[got], &views[got], PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS
+                               | PyBUF_FORMAT | PyBUF_ND) < 0)
+            goto done;
+    if (views[0].ndim != 2 || views[0].itemsize != 1) {
+        PyErr_SetString(PyExc_ValueError, "audio must be a 2-d array of bytes");
+        goto done;
+    }
+    Queues q = {.audio = views[0].buf, .rows = views[0].shape[0], .row_bytes = views[0].shape[1]};
+    int64_t **counts[3] = {&q.fill, &q.frames, &q.dropped};
+    for (int k = 1; k < 4; k++) {
+        if (views[k].ndim != 1 || views[k].itemsize != 8 || views[k].shape[0] < q.rows
+            || strchr("lq", views[k].format[0]) == NULL) {
+            PyErr_SetString(PyExc_ValueError, "fill, frames and dropped must be int64 arrays of a row each");
+            goto done;
+        }
+        *counts[k - 1] = views[k].buf;
+    }
+    queues = &q;
+    out = poll_all(self);
+    queues = NULL;
+done:
+    for (int k = 0; k < got; k++)
+        PyBuffer_Release(&views[k]);
+    return out;
+}
+
+static PyObject *poll_all(Reader *self) {
     Py_ssize_t n = 0;
     for (Py_ssize_t h = 0; h < self->cap; h++) {
         Conn *c = &self->conns[h];
@@ -610,14 +709,15 @@ static PyMethodDef Reader_methods[] = {
     {"add", (PyCFunction)Reader_add, METH_O,
      "add(sock) -> handle: read this socket (non-blocking, after its upgrade) from now on."},
     {"fast", (PyCFunction)Reader_fast, METH_VARARGS,
-     "fast(handle, tails): take media messages ending in one of these tails as audio; () "
-     "turns it off."},
+     "fast(handle, tails[, slot]): take media messages ending in one of these tails as audio "
+     "(into the queues' row slot, if given, else returned); () turns it off."},
     {"closing", (PyCFunction)Reader_closing, METH_O,
      "closing(handle): drop its messages from now on; report only its end."},
     {"remove", (PyCFunction)Reader_remove, METH_O,
      "remove(handle): stop reading it (before the socket is closed)."},
-    {"poll", (PyCFunction)Reader_poll, METH_NOARGS,
-     "poll() -> [(handle, audio, media, messages, end)]: read every socket that has bytes."},
+    {"poll", (PyCFunction)Reader_poll, METH_VARARGS,
+     "poll([audio, fill, frames, dropped]) -> [(handle, audio, media, messages, end)]: read "
+     "every socket that has bytes; the audio of sockets given a slot goes to these queues."},
     {NULL, NULL, 0, NULL},
 };
 

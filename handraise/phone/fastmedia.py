@@ -156,7 +156,7 @@ def close_frame(code: int, reason: str = "") -> bytes:
 class _Conn:
     """One media socket read by the process's :class:`MediaSockets`."""
 
-    __slots__ = ("closing", "handle", "owner", "sock", "stream", "tails")
+    __slots__ = ("closing", "handle", "owner", "slot", "sock", "stream", "tails")
 
     def __init__(self, owner: MediaSockets, sock: socket.socket, handle: int) -> None:
         self.owner = owner
@@ -164,6 +164,8 @@ class _Conn:
         self.handle = handle
         self.stream: MediaStream | None = None
         self.tails: tuple[bytes, ...] = ()
+        #: The stream's row in the keypad bank's queues, which the reader fills, or -1.
+        self.slot = -1
         #: When our close frame went out (loop time), or None.
         self.closing: float | None = None
 
@@ -176,7 +178,16 @@ class _Conn:
         tails = reader.tails if reader.state == "started" else ()
         if tails != self.tails:  # the start named its stream; a stop ends the fast path
             self.tails = tails
-            self.owner.reader.fast(self.handle, tails)
+            self._fast()
+
+    def slot_changed(self, slot: int | None) -> None:
+        """The stream got its slot in the keypad bank, or is about to free it."""
+        self.slot = -1 if slot is None else slot
+        self._fast()
+
+    def _fast(self) -> None:
+        if self.handle >= 0:
+            self.owner.reader.fast(self.handle, self.tails, self.slot if self.tails else -1)
 
     def close(self, code: int, reason: str) -> None:
         """Send our close frame; the socket closes at the peer's (or after CLOSE_WAIT_S)."""
@@ -233,6 +244,7 @@ class MediaSockets:
         """Read ``sock`` (upgraded) from now on, for a new :class:`MediaStream`."""
         conn = _Conn(self, sock, self.reader.add(sock))
         conn.stream = MediaStream(self.svc, self.hub, conn.close)
+        conn.stream.on_slot = conn.slot_changed
         self.conns[conn.handle] = conn
         self.hub.ticking()
 
@@ -243,8 +255,11 @@ class MediaSockets:
         self._ticks += 1
         if self._ticks % self.batch:
             return
-        conns = self.conns
-        for handle, audio, count, messages, end in self.reader.poll():
+        conns, bank = self.conns, self.hub.bank
+        # Sockets whose stream has its slot: their media go straight into the bank's
+        # queues; what comes back is the rest (start, stop, marks, the odd message, ends).
+        for handle, audio, count, messages, end in self.reader.poll(
+                bank.audio, bank.fill, bank.frames, bank.dropped):
             conn = conns.get(handle)
             if conn is None:
                 continue

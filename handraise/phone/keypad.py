@@ -5,7 +5,8 @@ Pure: no Quart, no Redis, no clock (the caller calls :meth:`KeypadBank.tick` eve
 A :class:`KeypadListener` is one stream's key decoder and self-test counts. A
 :class:`KeypadBank` holds the listeners of every open stream in one
 :class:`~handraise.dsp.dtmf.DetectorBank`: a frame that arrives is only queued
-(:meth:`~KeypadBank.push`, no numpy), and each tick feeds one frame of every stream that
+(:meth:`~KeypadBank.push`: bytes copied into the stream's row of one array; a C reader
+writes there directly), and each tick feeds one frame of every stream that
 has one to a single :meth:`~handraise.dsp.dtmf.DetectorBank.feed_rows` call (streams with
 several frames waiting, as batched reads deliver them, take them all in one call per
 number of frames: one call of 480-sample rows costs about half of three calls of 160). So:
@@ -29,7 +30,6 @@ a stream are never fed.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping
 
 import numpy as np
@@ -38,7 +38,7 @@ from ..dsp.dtmf import DetectorBank, DigitEvent, DigitStart, DtmfDetector
 from .frames import FRAME_BYTES
 from .keys import ANSWER_COMMANDS, DEFAULT_COMMANDS, KeyCommand, KeyDecoder
 
-__all__ = ["CATCH_UP", "MAX_QUEUED", "KeypadBank", "KeypadListener", "Outcome"]
+__all__ = ["CATCH_UP", "MAX_QUEUED", "QUEUE_BYTES", "KeypadBank", "KeypadListener", "Outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ MAX_QUEUED = 50
 """Frames (1 s) a stream may have waiting; beyond, its oldest are dropped."""
 CATCH_UP = 4
 """Extra frames per tick a stream with frames bunched up may take (so it catches up in time)."""
+QUEUE_BYTES = MAX_QUEUED * FRAME_BYTES
+"""Bytes of one stream's queue (a row of :attr:`KeypadBank.audio`)."""
 
 Outcome = tuple[list[KeyCommand], bool]
 """(commands completed, True if this was the first key tone of the stream)."""
@@ -114,6 +116,10 @@ class KeypadListener:
 class KeypadBank:
     """The listeners of every open stream, detected together once per tick.
 
+    Each stream's queue is a row of :attr:`audio` holding :attr:`fill` bytes of mu-law, so a
+    reader in C (:mod:`.fastmedia`) can append decoded frames with no Python object per
+    frame: it keeps to the rules of :meth:`push_frames`, the one writer in Python.
+
     Parameters
     ----------
     capacity : int
@@ -123,11 +129,22 @@ class KeypadBank:
     def __init__(self, capacity: int = 64) -> None:
         self._bank = DetectorBank(capacity)
         self._listeners: list[KeypadListener | None] = [None] * capacity
-        self._queues: list[deque[bytes]] = [deque() for _ in range(capacity)]
-        self._odd: dict[int, bytearray] = {}
+        #: The queues: ``audio[slot, :fill[slot]]`` waits for ticks; ``frames`` and
+        #: ``dropped`` count each slot's frames (media messages) taken and dropped.
+        self.audio = np.zeros((capacity, QUEUE_BYTES), dtype=np.uint8)
+        self.fill = np.zeros(capacity, dtype=np.int64)
+        self.frames = np.zeros(capacity, dtype=np.int64)
+        self.dropped = np.zeros(capacity, dtype=np.int64)
         self._free = list(range(capacity - 1, -1, -1))
-        self._ready: set[int] = set()
+        self._views()
         self.ticks = 0
+
+    def _views(self) -> None:
+        # memoryviews of the arrays: what push_frames touches per frame, without numpy's
+        # per-call overhead (one memoryview store costs a tenth of a numpy slice store)
+        self._audio_mv = self.audio.data.cast("B")
+        self._fill_mv = self.fill.data
+        self._frames_mv = self.frames.data
 
     @property
     def streams(self) -> int:
@@ -136,8 +153,8 @@ class KeypadBank:
 
     @property
     def queued(self) -> int:
-        """Frames waiting for a tick, over all streams (the backlog)."""
-        return sum(len(self._queues[s]) for s in self._ready)
+        """Whole frames waiting for a tick, over all streams (the backlog)."""
+        return int((self.fill // FRAME_BYTES).sum())
 
     def join(self, listener: KeypadListener) -> int:
         """Give ``listener`` a slot; returns it (the handle for push and leave)."""
@@ -145,11 +162,15 @@ class KeypadBank:
             old = len(self._listeners)
             self._bank.grow(2 * old)
             self._listeners += [None] * old
-            self._queues += [deque() for _ in range(old)]
+            self.audio = np.concatenate([self.audio, np.zeros_like(self.audio)])
+            self.fill, self.frames, self.dropped = (
+                np.concatenate([a, np.zeros_like(a)]) for a in (self.fill, self.frames, self.dropped))
             self._free = list(range(2 * old - 1, old - 1, -1))
+            self._views()
         slot = self._free.pop()
         self._bank.reset(slot)
         self._listeners[slot] = listener
+        self.fill[slot] = self.frames[slot] = self.dropped[slot] = 0
         return slot
 
     def push(self, slot: int, payload: bytes) -> None:
@@ -158,29 +179,27 @@ class KeypadBank:
 
     def push_frames(self, slot: int, audio: bytes, count: int) -> None:
         """Queue ``count`` frames of mu-law for ``slot``, end to end in ``audio`` (what a
-        read of several media messages brings)."""
-        listener = self._listeners[slot]
-        if listener is None:
+        read of several media messages brings). Beyond :data:`MAX_QUEUED` frames waiting,
+        the oldest whole frames are dropped (and counted)."""
+        if self._listeners[slot] is None or not audio:
             return
-        listener.frames += count
-        queue = self._queues[slot]
-        if len(audio) == FRAME_BYTES * count and slot not in self._odd:
-            if count == 1:
-                queue.append(audio)
-            else:
-                queue.extend([audio[i:i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)])
-        else:
-            buf = self._odd.setdefault(slot, bytearray())
-            buf += audio
-            while len(buf) >= FRAME_BYTES:
-                queue.append(bytes(buf[:FRAME_BYTES]))
-                del buf[:FRAME_BYTES]
-        if len(queue) > MAX_QUEUED:
-            for _ in range(len(queue) - MAX_QUEUED):
-                queue.popleft()
-                listener.dropped += 1
-        if queue:
-            self._ready.add(slot)
+        self._frames_mv[slot] += count
+        fill, n = self._fill_mv[slot], len(audio)
+        if fill + n <= QUEUE_BYTES:
+            at = slot * QUEUE_BYTES + fill
+            self._audio_mv[at:at + n] = audio
+            self._fill_mv[slot] = fill + n
+            return
+        row = self.audio[slot]
+        if fill + n > QUEUE_BYTES:
+            drop = min(fill, -(-(fill + n - QUEUE_BYTES) // FRAME_BYTES) * FRAME_BYTES)
+            row[:fill - drop] = row[drop:fill].copy()
+            fill -= drop
+            self.dropped[slot] += drop // FRAME_BYTES
+            if fill + n > QUEUE_BYTES:  # longer than the whole queue: its end
+                audio, n = audio[fill + n - QUEUE_BYTES:], QUEUE_BYTES - fill
+        row[fill:fill + n] = np.frombuffer(audio, dtype=np.uint8)
+        self.fill[slot] = fill + n
 
     def tick(self) -> list[tuple[int, Outcome]]:
         """Detect the frames waiting, up to 1 + CATCH_UP per stream, of every stream.
@@ -191,23 +210,29 @@ class KeypadBank:
             Slot and outcome, only for streams whose events completed a command or held their first tone.
         """
         self.ticks += 1
-        if not self._ready:
+        fill = self.fill
+        waiting = fill // FRAME_BYTES
+        rows = np.flatnonzero(waiting)
+        if not rows.size:
             return []
         # Streams with the same number of frames waiting (batched reads deliver several at
         # once) advance together in one call, all their frames at once, at the tick's clock.
         clock = FRAME_BYTES * self.ticks
-        queues = self._queues
-        groups: dict[int, list[int]] = {}
-        for slot in self._ready:
-            groups.setdefault(min(len(queues[slot]), 1 + CATCH_UP), []).append(slot)
+        take = np.minimum(waiting[rows], 1 + CATCH_UP)
         out: dict[int, list[DigitStart | DigitEvent]] = {}
-        for k, rows in groups.items():
-            data = b"".join([queues[s].popleft() for s in rows for _ in range(k)])
-            frames = np.frombuffer(data, dtype=np.uint8).reshape(len(rows), k * FRAME_BYTES)
-            for slot, event in self._bank.feed_rows(rows, frames, clock=clock):
-                out.setdefault(slot, []).append(event)
-        self._ready = {s for s in self._ready if queues[s]}
-        return self._outcomes(out)
+        counts = np.unique(take).tolist()
+        for k in counts:
+            group = rows if len(counts) == 1 else rows[take == k]
+            frames = self.audio[group, :k * FRAME_BYTES]
+            for slot, event in self._bank.feed_rows(group, frames, clock=clock):
+                out.setdefault(int(slot), []).append(event)
+        used = take * FRAME_BYTES
+        rest = fill[rows] - used
+        fill[rows] = rest
+        for i in np.flatnonzero(rest).tolist():  # bunched-up frames, or part of one
+            slot, u, r = int(rows[i]), int(used[i]), int(rest[i])
+            self.audio[slot, :r] = self.audio[slot, u:u + r].copy()
+        return self._outcomes(out) if out else []
 
     def leave(self, slot: int) -> Outcome:
         """The stream ended: feed what it still had queued, end its key, free the slot."""
@@ -215,16 +240,19 @@ class KeypadBank:
         if listener is None:
             return [], False
         events: list[DigitStart | DigitEvent] = []
-        queue = self._queues[slot]
-        while queue:
-            frame = np.frombuffer(queue.popleft(), dtype=np.uint8)[None, :]
-            events += [e for _, e in self._bank.feed_rows([slot], frame)]
+        whole = int(self.fill[slot]) // FRAME_BYTES * FRAME_BYTES
+        if whole:
+            events += [e for _, e in self._bank.feed_rows([slot], self.audio[slot:slot + 1, :whole])]
         events += [e for _, e in self._bank.flush([slot])]
-        self._ready.discard(slot)
-        self._odd.pop(slot, None)
+        self._count(slot, listener)
+        self.fill[slot] = 0
         self._listeners[slot] = None
         self._free.append(slot)
         return listener.take(events)
+
+    def _count(self, slot: int, listener: KeypadListener) -> None:
+        listener.frames = int(self.frames[slot])
+        listener.dropped = int(self.dropped[slot])
 
     def _outcomes(
         self, events: dict[int, list[DigitStart | DigitEvent]]
@@ -234,6 +262,7 @@ class KeypadBank:
             listener = self._listeners[slot]
             if listener is None:
                 continue
+            self._count(slot, listener)
             commands, first = listener.take(evs)
             if commands or first:
                 out.append((slot, (commands, first)))

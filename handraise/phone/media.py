@@ -292,6 +292,9 @@ class MediaStream:
         self.invited_at_start = False
         #: Answer mode's keys (the room's accept_keys / decline_keys).
         self.answers: Mapping[str, str] = ANSWER_COMMANDS
+        #: Told the stream's slot in the keypad bank when it gets one, and None before the
+        #: slot is freed (a server that writes frames into the bank's queues itself).
+        self.on_slot: Callable[[int | None], None] | None = None
         hub.open.add(self)
 
     @property
@@ -382,6 +385,8 @@ class MediaStream:
         for audio, count in self.early:
             self.hub.bank.push_frames(self.slot, audio, count)
         self.early.clear()
+        if self.on_slot is not None:
+            self.on_slot(self.slot)
         self._submit(self._record)
         self.hub.watch(self)
         if self.invited_at_start:
@@ -432,6 +437,8 @@ class MediaStream:
             if self.listener is None or self.slot is None:
                 return
             listener = self.listener
+            if self.on_slot is not None:
+                self.on_slot(None)
             commands, first = self.hub.leave(self.slot)
             self.slot = None
             if first:

@@ -102,3 +102,54 @@ def test_the_shapes_include_valid_messages_of_every_kind() -> None:
 
     collect()
     assert seen >= {"Connected", "Start", "Media", "Dtmf", "Mark", "Stop"}
+
+
+def _through_c_reader(raw: bytes) -> tuple[bytes | None, list[bytes]]:
+    """``raw`` as one masked WebSocket message through handraise serve's C reader, its fast
+    path on for stream MZ1: (audio, messages given back whole)."""
+    import os
+    import socket
+    import struct
+
+    from handraise.phone._wsread import Reader
+
+    ours, peer = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        reader = Reader()
+        handle = reader.add(ours)
+        tails = StreamReader()
+        tails.feed(encode(start("MZ1", "CA" + "1" * 32, "r1", "p1")))
+        reader.fast(handle, tails.tails)
+        key = os.urandom(4)
+        n = len(raw)
+        head = bytes((0x81, 0x80 | n)) if n < 126 else (
+            bytes((0x81, 0x80 | 126)) + struct.pack(">H", n) if n < 65536
+            else bytes((0x81, 0x80 | 127)) + struct.pack(">Q", n))
+        peer.sendall(head + key + bytes(c ^ key[i % 4] for i, c in enumerate(raw)))
+        out = reader.poll()
+        assert len(out) == 1
+        _, audio, count, messages, end = out[0]
+        assert end is None and count == (1 if audio else 0)
+        return audio, messages or []
+    finally:
+        ours.close()
+        peer.close()
+
+
+@FAST
+@given(st.one_of(raw_messages,
+                 st.builds(lambda p, sid, seq: encode(media(sid, b64(p), seq)),
+                           st.binary(max_size=1700), st.sampled_from(["MZ1", "MZ2"]),
+                           st.integers(2, 10**6))))
+def test_the_c_readers_fast_path_takes_exactly_what_the_python_fast_path_takes(
+        raw: str | bytes) -> None:
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    reader = StreamReader()
+    reader.feed(encode(start("MZ1", "CA" + "1" * 32, "r1", "p1")))
+    expected = reader.media_payload(data)
+    audio, messages = _through_c_reader(data)
+    if expected is not None:
+        assert audio == expected and messages == []
+    else:
+        assert audio is None and messages == [data]  # given back whole, for the parser
