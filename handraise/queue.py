@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from .errors import Conflict, Invalid, NotFound
 from .events import LUA_EMIT, encode_changes
-from .rooms import DEFAULT_MAXLEN, Role, mark_live, new_id
+from .rooms import DEFAULT_MAXLEN, Role, Room, _room_from_hash, mark_live, new_id
 from .store import Redis, key
 
 Source = Literal["keypad", "web", "prompt", "host", "api"]
@@ -634,6 +634,27 @@ class Queue:
         if not h:
             raise NotFound(f"Participant {pid!r} is not in room {room!r}.")
         return _participant(room, pid, h)
+
+    async def room_and_participant(self, room: str, pid: str) -> tuple[Room, Participant]:
+        """The room and one of its participants, in one round trip.
+
+        Raises
+        ------
+        NotFound
+            For either (a malformed room id too).
+        """
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(key(room, "room"))
+                pipe.hgetall(key(room, "p", pid))
+                room_h, p_h = await pipe.execute()
+        except ValueError:
+            room_h, p_h = {}, {}
+        if not room_h:
+            raise NotFound(f"There is no room {room!r}.")
+        if not p_h:
+            raise NotFound(f"Participant {pid!r} is not in room {room!r}.")
+        return _room_from_hash(room, room_h), _participant(room, pid, p_h)
 
     # --- hands -----------------------------------------------------------------------
 

@@ -275,3 +275,16 @@ async def test_200_concurrent_raises_and_lowers_from_phone_and_web_stay_consiste
     assert final == replay
     assert len(final) == len(set(final))
     assert [h.position for h in await phone_q.queue(room)] == list(range(1, len(final) + 1))
+
+
+async def test_room_and_participant_are_read_together_or_not_found(
+    redis: Redis, queue: Queue, room: str
+) -> None:
+    pid = await queue.join(room, call_sid="CA" + "1" * 32, label="Ada")
+    got_room, got_participant = await queue.room_and_participant(room, pid)
+    assert got_room.id == room and got_room.name == "Standup"
+    assert (got_participant.id, got_participant.label) == (pid, "Ada")
+    other = (await create_room(redis, "Other")).room.id
+    for r, p in ((room, "p-nobody"), (other, pid), ("r-nosuchroom", pid), ("bad id{}", pid)):
+        with pytest.raises(NotFound):
+            await queue.room_and_participant(r, p)

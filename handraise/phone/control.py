@@ -396,7 +396,7 @@ class HostControls:
         task.add_done_callback(self._undoing.discard)
 
     async def _target(self, room: str, pid: str) -> tuple[Room, Participant]:
-        return await get_room(self.redis, room), await self.queue.participant(room, pid)
+        return await self.queue.room_and_participant(room, pid)
 
     async def _in_call(self, room: str, pid: str) -> tuple[Participant, str] | ActionResult:
         """The participant and the ConferenceSid for an action on a caller in the conference,

@@ -52,11 +52,10 @@ from .streams import (
     LIVE_REFRESH_S,
     KeypadCheck,
     forget_gather,
-    last_gather,
+    press_context,
     process_holder,
     record_check,
     refresh_live,
-    stream_start_facts,
 )
 
 if TYPE_CHECKING:
@@ -404,8 +403,8 @@ class MediaStream:
             return None
         commands: Mapping[str, str] = DEFAULT_COMMANDS
         try:
-            room, participant = await stream_start_facts(self.svc.redis, self.room, self.pid)
-        except (NotFound, ValueError):
+            room, participant = await self.svc.queue.room_and_participant(self.room, self.pid)
+        except NotFound:
             log.warning("media stream %s (%s): unknown room or participant; refused",
                         start.stream_sid[-6:], self.label)
             return None
@@ -507,13 +506,13 @@ class MediaStream:
     async def _in_conference(self, command: KeyCommand) -> bool:
         """False for keys a ``<Gather>`` reads (pre-join window, host prompt): not ours."""
         redis, room, pid = self.svc.redis, self.room, self.pid
-        if await redis.exists(prompting_key(room, pid)):
+        prompting, mark = await press_context(redis, room, pid, prompting_key(room, pid))
+        if prompting:
             log.debug("media stream (%s): %s during a host prompt; the prompt reads it",
                       self.label, command.keys)
             return False
         if self.host:
             return True  # the host joins at once: no pre-join Gather to leave keys to
-        mark = await last_gather(redis, room, pid)
         if mark is None:
             if time.monotonic() - self.started < PREJOIN_LIMIT_S:
                 log.debug("media stream (%s): %s in the pre-join window; its Gather reads it",

@@ -37,9 +37,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from ..errors import NotFound
 from ..queue import Participant, _participant
-from ..rooms import Room, _room_from_hash
+from ..rooms import Room
 from ..store import Redis, key
 
 CHECK_TTL_S = 7 * 24 * 3600
@@ -132,7 +131,21 @@ async def note_gather(redis: Redis, room: str, pid: str, digits: str) -> None:
 
 async def last_gather(redis: Redis, room: str, pid: str) -> tuple[float, str] | None:
     """(when, digits) of the last Gather that ended for ``pid``; None if none has."""
-    raw = await redis.get(gathered_key(room, pid))
+    return _gather_mark(await redis.get(gathered_key(room, pid)))
+
+
+async def press_context(redis: Redis, room: str, pid: str, prompting: str
+                        ) -> tuple[bool, tuple[float, str] | None]:
+    """For a key heard in ``pid``'s stream, in one round trip: whether the key ``prompting``
+    (a host prompt under way) exists, and :func:`last_gather`."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.exists(prompting)
+        pipe.get(gathered_key(room, pid))
+        exists, raw = await pipe.execute()
+    return bool(exists), _gather_mark(raw)
+
+
+def _gather_mark(raw: str | None) -> tuple[float, str] | None:
     if not raw:
         return None
     when, _, digits = str(raw).partition(" ")
@@ -242,22 +255,6 @@ async def live_streams(redis: Redis, room: str, *, me: str | None = None) -> dic
     """Participant -> their live stream, for the entries that are not dead (``me``: this
     process's holder name, to recognise gone processes of this host)."""
     return _alive(await redis.hgetall(live_key(room)), me)
-
-
-async def stream_start_facts(redis: Redis, room_id: str, pid: str) -> tuple[Room, Participant]:
-    """The room and the participant a new stream names, in one round trip.
-
-    Raises NotFound for either, ValueError for a malformed room id.
-    """
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(key(room_id, "room"))
-        pipe.hgetall(key(room_id, "p", pid))
-        room_h, p_h = await pipe.execute()
-    if not room_h:
-        raise NotFound(f"There is no room {room_id!r}.")
-    if not p_h:
-        raise NotFound(f"Participant {pid!r} is not in room {room_id!r}.")
-    return _room_from_hash(room_id, room_h), _participant(room_id, pid, p_h)
 
 
 async def streams_to_resume(redis: Redis, room: Room, *, me: str, grace_s: float
