@@ -20,16 +20,15 @@ with score 0 ("look now", :func:`schedule`); :func:`step` puts back the real nex
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from .errors import Invalid, NotFound
 from .events import LUA_EMIT
 from .rooms import DEFAULT_MAXLEN
-from .store import Redis, global_key, key
+from .store import Redis, eval_script, global_key, key
 
 #: Rooms that may have a timer due, scored by when (ms, Redis clock).
 TIMERS_KEY = global_key("floor-timers")
@@ -231,23 +230,9 @@ def _keys(room: str) -> list[str]:
     return [key(room, "room"), key(room, "participants"), key(room, "hands"), key(room, "events")]
 
 
-_SHAS: dict[str, str] = {}
-
-
-async def _eval(redis: Redis, script: str, numkeys: int, *args: object) -> Any:
-    """EVALSHA (the script body once per server, not on every call), EVAL when unknown."""
-    sha = _SHAS.get(script)
-    if sha is None:
-        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()
-    try:
-        return await redis.evalsha(sha, numkeys, *args)
-    except NoScriptError:
-        return await redis.eval(script, numkeys, *args)
-
-
 async def _run(redis: Redis, script: str, room: str, *args: object, maxlen: int) -> Any:
     try:
-        return await _eval(redis, script, 4, *_keys(room), maxlen, room, key(room, "p", ""), *args)
+        return await eval_script(redis, script, 4, *_keys(room), maxlen, room, key(room, "p", ""), *args)
     except ResponseError as exc:
         if "no such participant" in str(exc):
             raise NotFound(f"That participant is not in room {room!r}.") from exc
@@ -307,7 +292,7 @@ async def step(redis: Redis, room: str, *, warn_s: float, grace_s: float,
     else:
         score = await redis.zscore(TIMERS_KEY, room)
         if score is not None:
-            await _eval(redis, _UNINDEX, 1, TIMERS_KEY, room, _score_text(score))
+            await eval_script(redis, _UNINDEX, 1, TIMERS_KEY, room, _score_text(score))
     # A writer may have scheduled the room between the script and the index update: look
     # again (cheap) and put back the earliest time if it is earlier than what is indexed.
     again = await _next_due(redis, room, warn_s=warn_s, grace_s=grace_s)

@@ -54,7 +54,7 @@ from .errors import Invalid, NotFound
 from .events import REDIS_ERRORS, Event, last_event_id, parse_id, unless_stopped
 from .queue import caller_name, mask_number
 from .rooms import get_room, new_id
-from .store import Redis, global_key, is_cluster, key, slot_of
+from .store import Redis, eval_script, global_key, is_cluster, key, slot_of
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ async def add_hook(redis: Redis, url: str, *, room: str | None = None,
     if room is not None:
         await get_room(redis, room)
     hook_id, secret = new_id("h", 8), "whsec_" + secrets.token_urlsafe(24)
-    at = await redis.eval(_ADD, 3, _hook_key(hook_id), _hooks_index(), _hooks_version(), hook_id,
+    at = await eval_script(redis, _ADD, 3, _hook_key(hook_id), _hooks_index(), _hooks_version(), hook_id,
                           url, secret, room or "", ",".join(events))
     return Hook(hook_id, url, secret, room, tuple(events), int(at))
 

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from .errors import Conflict, Invalid, NotFound
 from .events import LUA_EMIT, encode_changes
-from .store import Redis, global_key, key
+from .store import Redis, eval_script, global_key, key
 
 KeypadMode = Literal["stream", "star"]
 KEYPAD_MODES: tuple[KeypadMode, ...] = ("stream", "star")
@@ -411,7 +411,7 @@ async def create_room(
     access_code = await _claim_code(redis, room_id, "participant")
     host_code = await _claim_code(redis, room_id, "host")
     pairs = [part for s in ROOM_SETTINGS for part in (s.name, s.encode(values[s.name]))]
-    await redis.eval(
+    await eval_script(redis,
         _CREATE, 2, key(room_id, "room"), key(room_id, "events"),
         maxlen, room_id, name, access_code, code_hash(host_code), *pairs,
     )
@@ -525,7 +525,7 @@ async def sweep_live_rooms(redis: Redis) -> int:
     for (room_id, score), n, status in zip(entries, replies[::2], replies[1::2], strict=True):
         if n and status == "open":
             continue
-        removed += int(await redis.eval(_UNMARK, 1, live_rooms_key(), room_id, _score_text(score)))
+        removed += int(await eval_script(redis, _UNMARK, 1, live_rooms_key(), room_id, _score_text(score)))
     return removed
 
 
@@ -572,7 +572,7 @@ async def update_room(
         return False
     try:
         changed = bool(
-            await redis.eval(
+            await eval_script(redis,
                 _UPDATE, 2, key(room_id, "room"), key(room_id, "events"), maxlen, room_id,
                 *encode_changes(typed),
             )
@@ -596,7 +596,7 @@ async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN
     """
     room = await get_room(redis, room_id)
     extra = [key(room_id, k) for k in ("replies", "reply-to", "spoken", "undo-lower-all")]
-    closed = await redis.eval(
+    closed = await eval_script(redis,
         _CLOSE, 4 + len(extra), key(room_id, "room"), key(room_id, "participants"),
         key(room_id, "hands"), key(room_id, "events"), *extra,
         maxlen, room_id, key(room_id, "p", ""), key(room_id, "pin", ""),

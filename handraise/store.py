@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -39,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import NodesManager, RedisCluster
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from .config import Settings
@@ -64,6 +65,21 @@ def key(room: str, *parts: str) -> str:
 def global_key(*parts: str) -> str:
     """Key outside any room (room index, access-code index, web PINs)."""
     return ":".join(("hr", *parts))
+
+
+_SHAS: dict[str, str] = {}
+
+
+async def eval_script(redis: Redis, script: str, numkeys: int, *args: object) -> Any:
+    """Run a Lua script: EVALSHA (the body goes to a server once, not on every call; the
+    server need not hash it each time), EVAL when the server does not know it yet."""
+    sha = _SHAS.get(script)
+    if sha is None:
+        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()
+    try:
+        return await redis.evalsha(sha, numkeys, *args)
+    except NoScriptError:
+        return await redis.eval(script, numkeys, *args)
 
 
 def is_cluster(redis: Redis) -> bool:

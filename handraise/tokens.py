@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .errors import Invalid, NotFound
 from .rooms import get_room, new_id
-from .store import Redis, global_key, key
+from .store import Redis, eval_script, global_key, key
 
 #: What a token looks like: a prefix that secret scanners and people recognise, then 43
 #: random url-safe characters (256 bits).
@@ -159,6 +159,6 @@ return 0
 
 async def take(redis: Redis, token: ApiToken, *, window_s: int = RATE_WINDOW_S) -> int:
     """Count one request of ``token``: 0 if allowed, else the seconds until its window ends."""
-    wait_ms = int(await redis.eval(_TAKE, 1, global_key("limit", "api-token", token.id),
+    wait_ms = int(await eval_script(redis, _TAKE, 1, global_key("limit", "api-token", token.id),
                                    window_s * 1000, token.rate_per_min))
     return math.ceil(wait_ms / 1000) if wait_ms > 0 else 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from handraise.queue import Queue
 from handraise.rooms import create_room, find_by_code
-from handraise.store import EmbeddedRedis, client_from_url, global_key, key
+from handraise.store import EmbeddedRedis, Redis, client_from_url, eval_script, global_key, key
 
 
 def test_every_room_key_carries_the_room_hash_tag() -> None:
@@ -85,3 +86,13 @@ def test_two_users_share_one_embedded_server_and_the_last_stops_it(tmp_path: Pat
     asyncio.run(_create_and_raise(second.url))
     second.stop()
     assert not second.socket_path.exists()
+
+
+async def test_a_script_runs_by_its_hash_and_again_after_the_server_forgot_it(redis: Redis) -> None:
+    script = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+    name = key("r-script", "n")
+    await redis.delete(name)
+    assert await eval_script(redis, script, 1, name, 2) == 2
+    await redis.script_flush()  # as after a Redis restart: the server no longer knows it
+    assert await eval_script(redis, script, 1, name, 3) == 5
+    assert await redis.script_exists(hashlib.sha1(script.encode()).hexdigest()) == [True]

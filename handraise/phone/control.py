@@ -37,7 +37,7 @@ from ..metrics import Metrics
 from ..pins import issue_pin, revoke_pin
 from ..queue import Participant, Queue
 from ..rooms import SETTINGS_BY_NAME, Room, get_room, update_room
-from ..store import Redis, key
+from ..store import Redis, eval_script, key
 from .keys import room_commands
 from .streams import note_gather
 from .twiml import (
@@ -335,7 +335,7 @@ async def set_conference(redis: Redis, room: str, pid: str, conference_sid: str)
     One script, so that a participant who just left is not brought back as a stub hash.
     """
     keys = [key(room, "participants"), key(room, "p", pid)]
-    return bool(await redis.eval(_SET_CONFERENCE, len(keys), *keys, pid, conference_sid))
+    return bool(await eval_script(redis, _SET_CONFERENCE, len(keys), *keys, pid, conference_sid))
 
 
 async def clear_conference(queue: Queue, room: str, conference_sid: str, *,

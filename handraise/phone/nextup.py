@@ -31,7 +31,7 @@ from ..errors import NotFound
 from ..events import REDIS_ERRORS, Event, parse_id, read_events, unless_stopped
 from ..queue import Queue
 from ..rooms import get_room
-from ..store import global_key, key
+from ..store import eval_script, global_key, key
 from .control import HostControls
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ async def check_room(queue: Queue, host: HostControls, room: str, *,
     first, last_event_id = await queue.head(room)
     head = first or ""
     ms, seq = parse_id(last_event_id)
-    outcome, at_ms, at_seq = await queue.redis.eval(_CLAIM, 1, marker_key(room), head, ms, seq,
+    outcome, at_ms, at_seq = await eval_script(queue.redis, _CLAIM, 1, marker_key(room), head, ms, seq,
                                                     MARKER_TTL_S)
     if not head or int(outcome) in (-1, 0, 3):
         return None

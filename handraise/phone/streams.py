@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 
 from ..queue import Participant, _participant
 from ..rooms import Room
-from ..store import Redis, key
+from ..store import Redis, eval_script, key
 
 CHECK_TTL_S = 7 * 24 * 3600
 GATHER_TTL_S = 12 * 3600
@@ -107,7 +107,7 @@ async def record_check(redis: Redis, room: str, check: KeypadCheck, *,
             await pipe.execute()
         return
     value = "" if check.stopped else live_value(holder, check.stream)
-    await redis.eval(_RECORD, 2, name, live_key(room), check.participant,
+    await eval_script(redis, _RECORD, 2, name, live_key(room), check.participant,
                      json.dumps(asdict(check)), CHECK_TTL_S, value,
                      f" {holder} {check.stream}", _LIVE_KEY_TTL_S)
 

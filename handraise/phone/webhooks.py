@@ -39,7 +39,7 @@ from ..rooms import (
     sweep_live_rooms,
     update_room,
 )
-from ..store import Redis, key
+from ..store import Redis, eval_script, key
 from . import twiml
 from .control import (
     CALL_OVER,
@@ -715,7 +715,7 @@ def _seq_key(room: str, conference_sid: str) -> str:
 
 
 async def _newer(svc: PhoneServices, room: str, conference_sid: str, who: str, seq: int) -> bool:
-    return bool(await svc.redis.eval(_NEWER, 1, _seq_key(room, conference_sid), who, seq))
+    return bool(await eval_script(svc.redis, _NEWER, 1, _seq_key(room, conference_sid), who, seq))
 
 
 async def _has_ended(svc: PhoneServices, room: str, conference_sid: str) -> bool:
@@ -729,7 +729,7 @@ async def _ordered_update(svc: PhoneServices, room: str, conference_sid: str, pi
     keys = [key(room, "participants"), key(room, "p", pid), key(room, "events"),
             _seq_key(room, conference_sid)]
     args = [svc.queue.maxlen, room, pid, -1 if seq is None else seq, encoded, typed]
-    return int(await svc.redis.eval(_ORDERED_UPDATE, len(keys), *keys, *args))
+    return int(await eval_script(svc.redis, _ORDERED_UPDATE, len(keys), *keys, *args))
 
 
 async def _ensure_participant(svc: PhoneServices, room: str, pid: str, form: dict[str, str]) -> bool:

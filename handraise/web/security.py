@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from quart import Quart, Response, current_app, redirect, request, url_for
 from quart_auth import Action, AuthUser, QuartAuth, current_user
 
-from ..store import Redis, global_key
+from ..store import Redis, eval_script, global_key
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ async def retry_after(redis: Redis, name: str, who: str, *, limit: int) -> int:
 
 async def count_failure(redis: Redis, name: str, who: str, *, window_s: int) -> int:
     """One more failure in ``who``'s window (which starts at their first); returns the count."""
-    return int(await redis.eval(_COUNT, 1, _limit_key(name, who), window_s))
+    return int(await eval_script(redis, _COUNT, 1, _limit_key(name, who), window_s))
 
 
 async def clear_failures(redis: Redis, name: str, who: str) -> None:
