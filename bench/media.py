@@ -54,6 +54,7 @@ import numpy as np
 from serving import ACCOUNT_SID, TOKEN, serve
 from twilio.request_validator import RequestValidator
 
+from handraise.config import DEFAULT_MEDIA_READ_BATCH
 from handraise.dsp import synth
 from handraise.phone.frames import StreamReader
 from handraise.phone.keypad import KeypadBank, KeypadListener
@@ -291,7 +292,7 @@ def bench_node(streams: int, seconds: float, press_every: float) -> dict[str, fl
 
 
 def bench_served(streams: int, seconds: float, workers: int, press_every: float) -> dict[str, float]:
-    batch = int(os.environ.get("HANDRAISE_MEDIA_READ_BATCH", "3"))
+    batch = int(os.environ.get("HANDRAISE_MEDIA_READ_BATCH", DEFAULT_MEDIA_READ_BATCH))
     with tempfile.TemporaryDirectory() as tmp, scratch_redis(Path(tmp)) as redis_url:
         port = free_port()
         rooms, plan = asyncio.run(_setup(redis_url, streams))
@@ -361,8 +362,8 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
           f"({out['sent_rate'] / out['intended_rate'] * 100:.1f} %), its lateness p99 "
           f"{out['late_p99_ms']:.1f} ms")
     print(f"  backlog unread in server sockets: {m['backlog0']} B at start, "
-          f"{m['backlog1']} B at end (HANDRAISE_MEDIA_READ_BATCH=N leaves up to N x 300 B "
-          f"per stream waiting by design: {streams * 300 * batch} B here)")
+          f"{m['backlog1']} B at end (HANDRAISE_MEDIA_READ_BATCH=N leaves up to N ticks of "
+          f"messages, about N x 350 B per stream, waiting by design: {streams * 350 * batch} B here)")
     print(f"  key release -> hand in Redis: p50 {np.percentile(lat, 50):.0f} ms, "
           f"p90 {np.percentile(lat, 90):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms, "
           f"max {lat.max():.0f} ms; {answered}/{presses} presses answered, "

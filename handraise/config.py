@@ -15,6 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+DEFAULT_MEDIA_READ_BATCH = 4
+"""Detection ticks between reads of the media sockets (bench/media.py decided it: README)."""
 
 
 class ConfigError(Exception):
@@ -57,7 +59,7 @@ class Settings:
     #: (a signed-in host or an API token) or "off".
     metrics_access: str = "local"
     #: Detection ticks (20 ms) between two reads of the media sockets by ``serve`` (1: every tick).
-    media_read_batch: int = 3
+    media_read_batch: int = DEFAULT_MEDIA_READ_BATCH
 
     @classmethod
     def from_env(
@@ -165,7 +167,7 @@ class Settings:
             raise ConfigError(
                 f"HANDRAISE_METRICS is {metrics_access!r}: it should hold {_WHAT['HANDRAISE_METRICS']}."
             )
-        batch_raw = get("HANDRAISE_MEDIA_READ_BATCH") or "3"
+        batch_raw = get("HANDRAISE_MEDIA_READ_BATCH") or str(DEFAULT_MEDIA_READ_BATCH)
         if not batch_raw.isdigit() or not 1 <= int(batch_raw) <= 5:
             raise ConfigError(f"HANDRAISE_MEDIA_READ_BATCH is {batch_raw!r}: it should hold "
                               f"{_WHAT['HANDRAISE_MEDIA_READ_BATCH']}.")

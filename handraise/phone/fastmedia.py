@@ -33,14 +33,31 @@ picows 2.3 + uvloop                            10.6-11.7 µs per message, receiv
                                                the whole keypad path 16.1 µs (1000
                                                streams, 80 % of the core), with
                                                ``SO_RCVLOWAT`` batches of 3: 13.6 µs
-this module: one C reader, polled per tick     see bench/media.py (README, "Scale")
+this module: one C reader, read every 4 ticks   the whole keypad path 6.8-7.7 µs (34-39
+                                               % of the core), Node reference 100 %
 =============================================  =====================================
 
 With picows, one Python callback per message (and uvloop's per-socket wake-ups) was the
 floor: 32-48 % of the core at 1000 streams before any work of ours, against the Node
-reference's 85-95 % for the whole job, so half of Node's CPU was out of reach. Reading at
-the tick turns 50,000 wake-ups and callbacks a second into 50 ``poll(2)`` calls, one
-``recv(2)`` per socket that has bytes, and one Python call per stream per tick.
+reference's 85-100 % for the whole job, so half of Node's CPU was out of reach. Reading at
+the tick turns 50,000 wake-ups and callbacks a second into 12.5 ``poll(2)`` calls, one
+``recv(2)`` per socket that has bytes (about 8 µs each on this machine, most of what the
+reader costs), and no Python object per media message: the reader decodes each payload
+straight into its stream's row of the keypad bank's queues.
+
+The read batch (``HANDRAISE_MEDIA_READ_BATCH``, ticks between reads) was chosen by
+``bench/media.py``, 1000 paced streams pressing ``*1`` (each caller every 15 s on average),
+one core; CPU of the core, then key release -> hand in Redis p99:
+
+=====  ==========  =========
+batch  serve CPU   p99
+=====  ==========  =========
+1      77 %        -21 ms (answered before the key is let go)
+2      48-52 %     -3 to -6 ms
+3      39-53 %     16-29 ms
+4      34-39 %     39-50 ms (the default)
+5      39 %        69 ms
+=====  ==========  =========
 
 ``--workers N`` runs N such processes, each with its own ``SO_REUSEPORT`` socket on the
 same port (the kernel spreads connections); every process reads every room's events from

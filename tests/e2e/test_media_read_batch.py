@@ -1,8 +1,8 @@
-"""HANDRAISE_MEDIA_READ_BATCH: a stream's socket read once several messages wait, in real time.
+"""HANDRAISE_MEDIA_READ_BATCH: the media sockets read every N detection ticks, in real time.
 
 The emulator, like a careful Twilio, sends ``stop`` at a hang-up and then waits for the
 app's Close before it lets go of the socket (10 s, then it aborts): the app must read that
-last, short message although it is fewer bytes than a batch.
+last, short message and answer it, however many ticks it waits between reads.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import pytest
 from phonekit import phone_stack, until
 
+from handraise.config import DEFAULT_MEDIA_READ_BATCH
 from handraise.phone.streams import keypad_checks
 from handraise.rooms import create_room
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning")]
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, DEFAULT_MEDIA_READ_BATCH, 5])
 async def test_keys_are_heard_and_the_end_of_the_stream_is_seen_with_batched_reads(
         redis_server: str, batch: int) -> None:
     # The emulator streams in real time: one 20 ms frame every 20 ms, as Twilio does.
