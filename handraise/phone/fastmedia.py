@@ -33,7 +33,7 @@ picows 2.3 + uvloop                            10.6-11.7 µs per message, receiv
                                                the whole keypad path 16.1 µs (1000
                                                streams, 80 % of the core), with
                                                ``SO_RCVLOWAT`` batches of 3: 13.6 µs
-this module: one C reader, read every 4 ticks   the whole keypad path 6.8-7.7 µs (34-39
+this module: one C reader, read every 4 ticks   the whole keypad path 6.8-9.7 µs (34-48
                                                % of the core), Node reference 100 %
 =============================================  =====================================
 
@@ -55,7 +55,7 @@ batch  serve CPU   p99
 1      77 %        -21 ms (answered before the key is let go)
 2      48-52 %     -3 to -6 ms
 3      39-53 %     16-29 ms
-4      34-39 %     39-50 ms (the default)
+4      34-48 %     39-55 ms (the default)
 5      39 %        69 ms
 =====  ==========  =========
 
