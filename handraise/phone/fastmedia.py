@@ -33,7 +33,7 @@ picows 2.3 + uvloop                            10.6-11.7 µs per message, receiv
                                                the whole keypad path 16.1 µs (1000
                                                streams, 80 % of the core), with
                                                ``SO_RCVLOWAT`` batches of 3: 13.6 µs
-this module: one C reader, read every 4 ticks   the whole keypad path 6.8-9.7 µs (34-48
+this module: a C reader, read every 4 ticks     the whole keypad path 6.8-9.7 µs (34-48
                                                % of the core), Node reference 100 %
 =============================================  =====================================
 
