@@ -559,11 +559,16 @@ static PyObject *Reader_fast(Reader *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Reader_closing(Reader *self, PyObject *arg) {
+/* The socket a handle argument names, or NULL with an error set. */
+static Conn *conn_arg(Reader *self, PyObject *arg) {
     Py_ssize_t h = PyLong_AsSsize_t(arg);
     if (h == -1 && PyErr_Occurred())
         return NULL;
-    Conn *c = get_conn(self, h);
+    return get_conn(self, h);
+}
+
+static PyObject *Reader_closing(Reader *self, PyObject *arg) {
+    Conn *c = conn_arg(self, arg);
     if (c == NULL)
         return NULL;
     c->closing = 1;
@@ -571,10 +576,7 @@ static PyObject *Reader_closing(Reader *self, PyObject *arg) {
 }
 
 static PyObject *Reader_remove(Reader *self, PyObject *arg) {
-    Py_ssize_t h = PyLong_AsSsize_t(arg);
-    if (h == -1 && PyErr_Occurred())
-        return NULL;
-    Conn *c = get_conn(self, h);
+    Conn *c = conn_arg(self, arg);
     if (c == NULL)
         return NULL;
     clear_conn(c);
