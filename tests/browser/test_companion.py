@@ -98,6 +98,10 @@ async def test_a_caller_links_the_page_and_the_page_and_keypad_move_the_same_han
         await page.goto("/me")
         await expect(page).to_have_url(f"{stack.served.base_url}/join")  # the link is void
         assert not host.problems, host.problems
+        # Closed before the app stops: an open dashboard's live stream would hold its
+        # shutdown for the whole graceful period.
+        await host.context.close()
+        await context.close()
 
 
 async def test_two_linked_callers_each_see_only_their_own_place(redis_server: str, browser: Browser) -> None:
@@ -192,3 +196,5 @@ async def test_when_the_hand_becomes_first_the_page_and_the_phone_both_say_youre
         assert "You're next." not in stack.said(a_sid)
         assert [h.participant for h in await stack.queue.queue(room.id)] == [pid]
         assert not host.problems, host.problems
+        await host.context.close()  # before the app stops (see the first test)
+        await context.close()
