@@ -269,9 +269,13 @@ class MediaSockets:
         return bool(self.conns)
 
     def poll(self) -> None:
+        """At each tick: read the sockets every ``batch`` ticks."""
         self._ticks += 1
-        if self._ticks % self.batch:
-            return
+        if self._ticks % self.batch == 0:
+            self.read()
+
+    def read(self) -> None:
+        """Read every socket that has bytes now; hand what came to the streams."""
         conns, bank = self.conns, self.hub.bank
         # Sockets whose stream has its slot: their media go straight into the bank's
         # queues; what comes back is the rest (start, stop, marks, the odd message, ends).
@@ -297,15 +301,10 @@ class MediaSockets:
             conn.close(code, reason)
         deadline = self.loop.time() + wait
         while self.conns and self.loop.time() < deadline:
-            await asyncio.sleep(0.02)
-            self.poll_all()
+            await asyncio.sleep(0.02)  # the tick may be stopped: read here
+            self.read()
         for conn in list(self.conns.values()):
             conn.release()
-
-    def poll_all(self) -> None:
-        """One read of every socket now, whatever the batch (the tick may be stopped)."""
-        self._ticks = -1
-        self.poll()
 
 
 def _is_media_request(head: bytes) -> bool:

@@ -190,14 +190,13 @@ class KeypadBank:
             self._audio_mv[at:at + n] = audio
             self._fill_mv[slot] = fill + n
             return
-        row = self.audio[slot]
-        if fill + n > QUEUE_BYTES:
-            drop = min(fill, -(-(fill + n - QUEUE_BYTES) // FRAME_BYTES) * FRAME_BYTES)
-            row[:fill - drop] = row[drop:fill].copy()
-            fill -= drop
-            self.dropped[slot] += drop // FRAME_BYTES
-            if fill + n > QUEUE_BYTES:  # longer than the whole queue: its end
-                audio, n = audio[fill + n - QUEUE_BYTES:], QUEUE_BYTES - fill
+        row = self.audio[slot]  # full: the oldest whole frames go
+        drop = min(fill, -(-(fill + n - QUEUE_BYTES) // FRAME_BYTES) * FRAME_BYTES)
+        row[:fill - drop] = row[drop:fill].copy()
+        fill -= drop
+        self.dropped[slot] += drop // FRAME_BYTES
+        if fill + n > QUEUE_BYTES:  # longer than the whole queue: its end
+            audio, n = audio[fill + n - QUEUE_BYTES:], QUEUE_BYTES - fill
         row[fill:fill + n] = np.frombuffer(audio, dtype=np.uint8)
         self.fill[slot] = fill + n
 
