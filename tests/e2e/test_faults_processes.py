@@ -32,7 +32,7 @@ pytestmark = [
 
 class Balancer:
     """A TCP round-robin balancer, as a load balancer in front of two app servers: each
-    connection goes to the next backend that accepts it."""
+    connection goes to its backend in turn, or to the next one that accepts it."""
 
     def __init__(self, backends: list[int]) -> None:
         self.port = free_port()
@@ -58,8 +58,12 @@ class Balancer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        for _ in self.backends:
-            port = self.backends[next(self._next)]
+        # This connection's turn, then each other backend once. (Drawing every try from
+        # the shared cycle let two connections arriving together both draw a dead backend
+        # twice, and one of them gave up with another backend up.)
+        first = next(self._next)
+        for i in range(len(self.backends)):
+            port = self.backends[(first + i) % len(self.backends)]
             try:
                 upstream = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
