@@ -102,6 +102,9 @@ CLOSE_WAIT_S = 5.0
 """After our close frame: longest wait for the peer's before the socket is closed."""
 STOP_CLOSE_WAIT_S = 2.0
 """At shutdown: longest wait for the peers' close frames, over all streams."""
+REFUSED_LINGER_S = 1.0
+"""After a refused upgrade's answer: longest time the rest of the peer's bytes are read and
+dropped, so that closing with them unread (a reset) does not destroy the answer."""
 GRACEFUL_S = 5.0
 """At shutdown: longest wait for HTTP requests in flight."""
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -307,6 +310,21 @@ class MediaSockets:
             conn.release()
 
 
+def _wake_above(conn: socket.socket, have: int) -> None:
+    """Let ``conn`` be readable only once it holds more than ``have`` bytes (or at its end).
+
+    Bytes only peeked at keep a socket readable, so waiting for readiness again would wake
+    at once, for ever (a peer that sends half a head and stops would make us spin); its end
+    wakes us whatever the mark (Linux ``tcp_poll``)."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, have + 1)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _is_media_request(head: bytes) -> bool:
     method, _, rest = head.partition(b" ")
     target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
@@ -350,7 +368,9 @@ class _Server:
         self.context = WorkerContext(None)
         self.http_tasks: set[asyncio.Task[None]] = set()
         self.listeners: list[socket.socket] = []
-        self._waiting: dict[socket.socket, asyncio.TimerHandle] = {}
+        #: Connections whose request line is not in yet: their drop timer, and how many
+        #: bytes they had sent at the last look.
+        self._waiting: dict[socket.socket, tuple[asyncio.TimerHandle, int]] = {}
         self.media: MediaSockets | None = None
 
     async def start(self, socks: list[socket.socket]) -> None:
@@ -377,13 +397,14 @@ class _Server:
             conn.setblocking(False)
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._waiting[conn] = self.loop.call_later(FIRST_LINE_TIMEOUT_S, self._drop, conn)
+            timer = self.loop.call_later(FIRST_LINE_TIMEOUT_S, self._drop, conn)
+            self._waiting[conn] = (timer, 0)
             self.loop.add_reader(conn.fileno(), self._peek, conn)
 
     def _drop(self, conn: socket.socket) -> None:
-        timer = self._waiting.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
+        waiting = self._waiting.pop(conn, None)
+        if waiting is not None:
+            waiting[0].cancel()
         with contextlib.suppress(OSError, ValueError):
             self.loop.remove_reader(conn.fileno())
         conn.close()
@@ -400,14 +421,19 @@ class _Server:
             self._drop(conn)
             return
         if b"\r\n" not in head and len(head) < PEEK_BYTES:
-            # Half a request line: look again shortly (readiness is level-triggered).
-            self.loop.remove_reader(conn.fileno())
-            self.loop.call_later(0.005, self.loop.add_reader, conn.fileno(), self._peek, conn)
+            timer, had = self._waiting[conn]
+            if len(head) <= had:  # woken with nothing new: the peer is gone
+                self._drop(conn)
+                return
+            # Half a request line: wake again on more bytes, or the end.
+            self._waiting[conn] = (timer, len(head))
+            _wake_above(conn, len(head))
             return
-        timer = self._waiting.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
+        timer, had = self._waiting.pop(conn)
+        timer.cancel()
         self.loop.remove_reader(conn.fileno())
+        if had:
+            _wake_above(conn, 0)
         if _is_media_request(head):
             self.loop.create_task(self._media(conn))
         else:
@@ -425,9 +451,7 @@ class _Server:
                 return
             response = upgrade_response(head, self.settings)
         except _BadUpgrade as refused:
-            with contextlib.suppress(OSError):
-                await self.loop.sock_sendall(conn, refused.response())
-            conn.close()
+            await self._refuse(conn, refused.response())
             return
         except OSError:
             conn.close()
@@ -443,6 +467,7 @@ class _Server:
         """The whole upgrade request (consumed, nothing after it), or None if the peer
         went away or sent none in time."""
         deadline = self.loop.time() + FIRST_LINE_TIMEOUT_S
+        had = 0
         while True:
             try:
                 seen = conn.recv(MAX_HEAD_BYTES, socket.MSG_PEEK)
@@ -453,18 +478,43 @@ class _Server:
             if seen:
                 end = seen.find(b"\r\n\r\n")
                 if end >= 0:
+                    if had:
+                        _wake_above(conn, 0)
                     return conn.recv(end + 4)
                 if len(seen) >= MAX_HEAD_BYTES:
                     raise _BadUpgrade(431, "Request Header Fields Too Large",
                                       "Request header fields too large.\n")
+                if len(seen) <= had:  # woken with nothing new: the peer is gone
+                    return None
+                # Part of the head: wake on more bytes, or the end.
+                had = len(seen)
+                _wake_above(conn, had)
             readable = self.loop.create_future()
-            self.loop.add_reader(conn.fileno(), readable.set_result, None)
+            # Readiness is level-triggered: this may run again before we are woken.
+            self.loop.add_reader(conn.fileno(), _resolve, readable)
             try:
                 await asyncio.wait_for(readable, max(0.0, deadline - self.loop.time()))
             except TimeoutError:
                 return None
             finally:
                 self.loop.remove_reader(conn.fileno())
+
+    async def _refuse(self, conn: socket.socket, response: bytes) -> None:
+        """Answer and close. Closing a socket with input unread sends a reset, and a reset
+        can destroy our answer before the peer reads it (a 431 leaves most of a head
+        unread): so our side is shut first, and what still comes is read and dropped
+        until the peer closes or :data:`REFUSED_LINGER_S` is up."""
+        _wake_above(conn, 0)
+        try:
+            await self.loop.sock_sendall(conn, response)
+            conn.shutdown(socket.SHUT_WR)
+            async with asyncio.timeout(REFUSED_LINGER_S):
+                while await self.loop.sock_recv(conn, 65536):
+                    pass
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            conn.close()
 
     async def _http(self, conn: socket.socket) -> None:
         from hypercorn.asyncio.tcp_server import TCPServer

@@ -1,0 +1,131 @@
+"""How ``handraise serve`` reads the head of a connection before it is HTTP or a media stream:
+in pieces, too big, or cut off (fastmedia's ``_peek`` and ``_upgrade_head``), over raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+from phonekit import AUTH_TOKEN
+from servekit import Served
+from twilio.request_validator import RequestValidator
+
+from handraise.phone.fastmedia import MAX_HEAD_BYTES
+
+pytestmark = [pytest.mark.slow]
+
+KEY = base64.b64encode(b"sixteen byte key").decode()
+ACCEPT = base64.b64encode(hashlib.sha1(KEY.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                          .digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    served = Served(redis_server, tmp_path_factory.mktemp("upgrade") / "serve.log")
+    served.start()
+    try:
+        yield served
+    finally:
+        assert served.terminate() == 0, served.log()[-3000:]
+
+
+def upgrade_head(server: Served) -> bytes:
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(server.ws_url, {})
+    return (f"GET /voice/stream HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-Twilio-Signature: {signature}\r\n\r\n").encode()
+
+
+async def exchange(server: Served, pieces: list[bytes]) -> bytes:
+    """Send ``pieces`` one write each; what the server answers until it closes or a head ends."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+        answer = b""
+        while b"\r\n\r\n" not in answer or answer.startswith(b"HTTP/1.1 4"):
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+    finally:
+        writer.close()
+
+
+async def test_an_upgrade_head_arriving_a_few_bytes_at_a_time_is_switched(server: Served) -> None:
+    head = upgrade_head(server)
+    pieces = [head[i:i + 7] for i in range(0, len(head), 7)]
+    answer = await exchange(server, pieces)
+    assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), answer
+    assert f"Sec-WebSocket-Accept: {ACCEPT}\r\n".encode() in answer
+
+
+async def test_an_upgrade_head_over_the_limit_is_refused_with_431_and_a_sentence(
+        server: Served) -> None:
+    start = upgrade_head(server).split(b"\r\n\r\n")[0] + b"\r\n"
+    padding = b"X-Padding: " + b"a" * 1000 + b"\r\n"
+    answer = await exchange(server, [start] + [padding] * (MAX_HEAD_BYTES // len(padding) + 1))
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert answer.endswith(b"Request header fields too large.\n")
+
+
+async def test_a_request_line_in_pieces_is_still_http(server: Served) -> None:
+    answer = await exchange(server, [b"GET /hea", b"lthz HT", b"TP/1.1\r\nHost: x\r\n",
+                                     b"Connection: close\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+async def test_peers_that_go_away_mid_head_leave_the_server_serving(server: Served) -> None:
+    head = upgrade_head(server)
+    for cut in (b"GE", b"GET /voice/str", head[: len(head) // 2]):
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(cut)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    assert (await exchange(server, [head])).startswith(b"HTTP/1.1 101 ")
+    assert (await health(server)).startswith(b"HTTP/1.1 200")
+    assert "Traceback" not in server.log()
+
+
+async def health(server: Served) -> bytes:
+    return await exchange(server, [b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"])
+
+
+@pytest.mark.parametrize("part", ["request line", "upgrade head"])
+async def test_a_peer_that_shuts_its_side_mid_head_is_closed_at_once(
+        server: Served, part: str) -> None:
+    head = upgrade_head(server)
+    sent = b"GET /voice/str" if part == "request line" else head[: len(head) // 2]
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(sent)
+        writer.write_eof()
+        # Well before the 10 s given to a slow request line; with what it sent unread, the
+        # close is a reset.
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("part", ["request line", "upgrade head"])
+async def test_a_head_finished_after_a_pause_is_still_served(server: Served, part: str) -> None:
+    head = upgrade_head(server)
+    cut = 9 if part == "request line" else len(head) // 2
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(head[:cut])
+        await writer.drain()
+        assert (await health(server)).startswith(b"HTTP/1.1 200")  # the server has looked
+        writer.write(head[cut:])
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert answer.startswith(b"HTTP/1.1 101 ")
+    finally:
+        writer.close()
