@@ -4,11 +4,16 @@
 consuming it (``MSG_PEEK``): a ``GET /voice/stream`` is a media stream, anything else goes
 to hypercorn, which serves the Quart app as before (webhooks, pages, SSE, the API). One
 port, one public URL: nothing for an operator to configure, and a TLS proxy in front needs
-only to pass WebSocket upgrades through (README, "Serving").
+only to pass WebSocket upgrades through (README, "Serving"). A head that comes in pieces
+wakes the server only as more of it arrives (``SO_RCVLOWAT``, so half a head never keeps
+the loop busy); a peer gone mid-head is closed at once, and one still silent after
+:data:`FIRST_LINE_TIMEOUT_S` too.
 
 A media stream's upgrade is answered here, in Python: ``X-Twilio-Signature`` is checked with
 the rules of :mod:`.security` (403 when it does not validate), a request that is not a
-WebSocket upgrade gets 400 (426 for another protocol version). From then on the socket
+WebSocket upgrade gets 400 (426 for another protocol version), a head over
+:data:`MAX_HEAD_BYTES` 431; each refusal is followed by a lingering close, so that a reset
+does not destroy it (:meth:`_Server._refuse`). From then on the socket
 belongs to one :class:`~handraise.phone._wsread.Reader` per process (``_wsread.c``): at
 every detection tick (every :data:`~.media.TICK_S`, or every N ticks with
 ``HANDRAISE_MEDIA_READ_BATCH=N``) it reads every socket that has bytes, takes the
