@@ -21,7 +21,10 @@
  *     (handle, audio bytes or None, media messages in it, other messages list or None, end)
  * where end is None while the socket is open, the peer's close code (1005 when it gave
  * none) for a close frame, 0 for end of file or a reset, and -1002 / -1007 for a protocol
- * error (the caller answers with a close of that code).
+ * error (the caller answers with a close of that code): -1002 for a frame RFC 6455 does
+ * not allow, or a close code a peer may not send; -1007 for a close reason not in UTF-8.
+ * An end, once seen, stands for the poll: a close frame's code is not replaced by the
+ * end of file, a reset or bytes after it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -262,8 +265,10 @@ static int deliver(Conn *c, const unsigned char *m, size_t n) {
     return r;
 }
 
+/* The socket's end. The first one stands: a close frame's code is still reported when
+ * the end of file (or a reset, or bytes after the close) follows in the same poll. */
 static void finish(Conn *c, long end) {
-    if (c->end == END_NONE || c->end > 0)
+    if (c->end == END_NONE)
         c->end = end;
     c->reported = 1;
     if (end <= 0)
@@ -276,13 +281,59 @@ static void pong(Conn *c, const unsigned char *payload, size_t n) {
     frame[0] = 0x8A;
     frame[1] = (unsigned char)n;
     memcpy(frame + 2, payload, n);
-    /* best effort: a peer that does not read its pongs loses them */
-    (void)send(c->fd, frame, 2 + n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    /* best effort: a peer that does not read its pongs loses them (nothing is sent when
+     * the send buffer is full); half a pong would break every frame after it, so then the
+     * socket is ended */
+    ssize_t sent = send(c->fd, frame, 2 + n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent >= 0 && (size_t)sent < 2 + n)
+        finish(c, 0);
 }
 
-/* Take the whole frames out of c->buf. 0, or -1 with a Python error set. */
+/* RFC 6455 7.4: the codes a peer may send (1005, 1006 and 1015 must never be sent). */
+static int valid_close_code(long code) {
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014)
+        || (code >= 3000 && code <= 4999);
+}
+
+/* Whether s[0:n] is UTF-8 (RFC 3629: no overlong forms, no surrogates, at most U+10FFFF). */
+static int valid_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        size_t more;
+        uint32_t cp;
+        if (b < 0x80) {
+            i++;
+            continue;
+        } else if (b >= 0xC2 && b <= 0xDF) {
+            more = 1, cp = b & 0x1F;
+        } else if (b >= 0xE0 && b <= 0xEF) {
+            more = 2, cp = b & 0x0F;
+        } else if (b >= 0xF0 && b <= 0xF4) {
+            more = 3, cp = b & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= more)
+            return 0;
+        for (size_t k = 1; k <= more; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
+            || (more == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
+/* Take the whole frames out of c->buf. 0, or -1 with a Python error set (what was taken
+ * is gone from the buffer either way, so nothing is unmasked or delivered twice). */
 static int parse(Conn *c, size_t max_message) {
     size_t p = 0;
+    int rc = 0;
     while (!c->done) {
         unsigned char *b = c->buf + p;
         size_t avail = c->len - p;
@@ -343,8 +394,10 @@ static int parse(Conn *c, size_t max_message) {
              * message (counted and logged as a skipped frame) */
             if (!c->msg_skip) {
                 c->blocked = 1;
-                if (deliver(c, (const unsigned char *)"", 0) < 0)
-                    return -1;
+                if (deliver(c, (const unsigned char *)"", 0) < 0) {
+                    rc = -1;
+                    break;
+                }
             }
             c->in_msg = 1;
             c->msg_skip = 1;
@@ -373,11 +426,13 @@ static int parse(Conn *c, size_t max_message) {
             data[k] ^= mask[k & 3];
         p += hl + (size_t)plen;
         if (op == 8) {
-            if (plen == 1) {
+            long code = plen >= 2 ? (long)(((unsigned)data[0] << 8) | data[1]) : 1005;
+            if (plen == 1 || (plen >= 2 && !valid_close_code(code)))
                 finish(c, -1002);
-                break;
-            }
-            finish(c, plen >= 2 ? (long)(((unsigned)data[0] << 8) | data[1]) : 1005);
+            else if (plen > 2 && !valid_utf8(data + 2, (size_t)plen - 2))
+                finish(c, -1007);
+            else
+                finish(c, code);
             c->discard = 0;
             p = c->len; /* nothing after a close counts */
             break;
@@ -390,22 +445,29 @@ static int parse(Conn *c, size_t max_message) {
         if (op == 10)
             continue;
         if (fin && op) {
-            if (deliver(c, data, (size_t)plen) < 0)
-                return -1;
+            if (deliver(c, data, (size_t)plen) < 0) {
+                rc = -1;
+                break;
+            }
             continue;
         }
-        if (grow(&c->msg, &c->msg_cap, (op ? 0 : c->msg_len) + (size_t)plen) < 0)
-            return -1;
+        if (grow(&c->msg, &c->msg_cap, (op ? 0 : c->msg_len) + (size_t)plen) < 0) {
+            rc = -1;
+            break;
+        }
         if (op)
             c->msg_len = 0;
         memcpy(c->msg + c->msg_len, data, (size_t)plen);
         c->msg_len += (size_t)plen;
         c->in_msg = 1;
         if (fin) {
+            size_t whole = c->msg_len;
             c->in_msg = 0;
-            if (deliver(c, c->msg, c->msg_len) < 0)
-                return -1;
             c->msg_len = 0;
+            if (deliver(c, c->msg, whole) < 0) {
+                rc = -1;
+                break;
+            }
         }
     }
     if (p >= c->len) {
@@ -414,12 +476,13 @@ static int parse(Conn *c, size_t max_message) {
         memmove(c->buf, c->buf + p, c->len - p);
         c->len -= p;
     }
-    return 0;
+    return rc;
 }
 
 /* Read what conn c has (one recv, a second if the first filled the buffer). */
 static int read_conn(Conn *c, size_t max_message) {
-    for (int round = 0; round < 4 && !c->done; round++) {
+    /* stops at a close frame too: what a second recv holds after it does not count */
+    for (int round = 0; round < 4 && !c->done && c->end == END_NONE; round++) {
         if (grow(&c->buf, &c->cap, c->len + READ_CHUNK) < 0)
             return -1;
         size_t room = c->cap - c->len;
@@ -613,7 +676,7 @@ static PyObject *Reader_poll(Reader *self, PyObject *args) {
     int64_t **counts[3] = {&q.fill, &q.frames, &q.dropped};
     for (int k = 1; k < 4; k++) {
         if (views[k].ndim != 1 || views[k].itemsize != 8 || views[k].shape[0] < q.rows
-            || strchr("lq", views[k].format[0]) == NULL) {
+            || (views[k].format[0] != 'l' && views[k].format[0] != 'q')) {
             PyErr_SetString(PyExc_ValueError, "fill, frames and dropped must be int64 arrays of a row each");
             goto done;
         }

@@ -158,11 +158,46 @@ def test_a_message_arriving_a_byte_at_a_time_is_read_whole(pair) -> None:
     (ws_frame(b"x" * 126, op=9), -1002),  # a control frame over 125 bytes
     (ws_frame(b"{}", op=0), -1002),  # a continuation with nothing to continue
     (bytes((0xC1, 0x80)) + b"\0\0\0\0", -1002),  # a reserved bit (compression not agreed)
+    (ws_frame(b"\x0f\xa0", op=8), 4000),  # a code for applications
+    (ws_frame(b"\x03\xf3", op=8), 1011),
+    (ws_frame(b"\x03\xee", op=8), -1002),  # 1006 may never be sent (RFC 6455 7.4.1)
+    (ws_frame(b"\x03\xed", op=8), -1002),  # nor 1005
+    (ws_frame(b"\x00\x00", op=8), -1002),  # nor 0 (which would read as end of file)
+    (ws_frame(b"\x13\x88", op=8), -1002),  # 5000: no such code
+    (ws_frame(b"\x03\xe8" + "adiós ✓ 🎉".encode(), op=8), 1000),
+    (ws_frame(b"\x03\xe8bad \xff", op=8), -1007),  # a reason that is not UTF-8
+    (ws_frame(b"\x03\xe8\xed\xa0\x80", op=8), -1007),  # ... a surrogate
+    (ws_frame(b"\x03\xe8\xc0\xaf", op=8), -1007),  # ... an overlong form
+    (ws_frame(b"\x03\xe8\xe2\x9c", op=8), -1007),  # ... cut short
 ])
 def test_the_end_of_a_stream_is_reported_with_its_code(pair, frame: bytes, end: int) -> None:
     reader, _, _, peer = pair
     peer.sendall(frame + ws_frame(b'{"after": "the end"}'))
     assert poll_one(reader) == (None, 0, [], end)
+
+
+def _filling_the_first_recv_up_to_a_close() -> bytes:
+    """Frames that end with a close exactly at 16384 bytes, the reader's first recv: so
+    whatever follows is read by a second recv in the same poll."""
+    filler = ws_frame(b"m" * 4086) * 4  # 4094 bytes each
+    data = filler + ws_frame(b"\x03\xe8", op=8)
+    assert len(data) == 16384
+    return data
+
+
+def test_a_close_code_stands_when_the_end_of_file_follows_in_the_same_poll(pair) -> None:
+    reader, _, _, peer = pair
+    peer.sendall(_filling_the_first_recv_up_to_a_close())
+    peer.close()
+    [(_, _, _, messages, end)] = reader.poll()
+    assert end == 1000 and messages == [b"m" * 4086] * 4
+
+
+def test_bytes_after_a_close_frame_do_not_count_even_in_a_second_recv(pair) -> None:
+    reader, _, _, peer = pair
+    peer.sendall(_filling_the_first_recv_up_to_a_close() + b"\xff" * 20000)
+    [(_, _, _, _, end)] = reader.poll()
+    assert end == 1000
 
 
 def test_end_of_file_is_reported_once_and_the_socket_is_no_longer_polled(pair) -> None:
