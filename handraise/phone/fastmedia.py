@@ -292,12 +292,20 @@ class MediaSockets:
             conn = conns.get(handle)
             if conn is None:
                 continue
-            if audio is not None:
-                conn.stream.on_audio(audio, count)  # type: ignore[union-attr]
-            if messages is not None:
-                conn.messages(messages)
+            try:
+                if audio is not None:
+                    conn.stream.on_audio(audio, count)  # type: ignore[union-attr]
+                if messages is not None:
+                    conn.messages(messages)
+            except Exception:  # pragma: no cover - a bug; the other sockets of this read
+                # and this socket's end (reported once) must still be handled
+                log.exception("media stream: a message could not be handled")
             if end is not None:
-                conn.ended(end)
+                try:
+                    conn.ended(end)
+                except Exception:  # pragma: no cover - a bug, as above
+                    log.exception("media stream: its end could not be handled")
+                    conn.release()
         if self.closing:
             late = self.loop.time() - CLOSE_WAIT_S
             for conn in [c for c in self.closing if c.closing is not None and c.closing < late]:
