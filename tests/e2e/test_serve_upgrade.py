@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ from phonekit import AUTH_TOKEN
 from servekit import Served
 from twilio.request_validator import RequestValidator
 
-from handraise.phone.fastmedia import MAX_HEAD_BYTES
+from handraise.phone.fastmedia import FIRST_LINE_TIMEOUT_S, MAX_HEAD_BYTES
 
 pytestmark = [pytest.mark.slow]
 
@@ -129,3 +130,28 @@ async def test_a_head_finished_after_a_pause_is_still_served(server: Served, par
         assert answer.startswith(b"HTTP/1.1 101 ")
     finally:
         writer.close()
+
+
+async def test_connections_silent_before_their_head_ends_are_closed_at_the_first_line_limit(
+        server: Served) -> None:
+    head = upgrade_head(server)
+
+    async def silent_after(sent: bytes) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            if sent:
+                writer.write(sent)
+                await writer.drain()
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), FIRST_LINE_TIMEOUT_S + 10) == b""
+            return loop.time() - start
+        finally:
+            writer.close()
+
+    # Nothing at all, half a request line, half a media stream's upgrade head, from peers
+    # that stay: each is closed by the server at the limit, not before.
+    waited = await asyncio.gather(silent_after(b""), silent_after(b"GET /heal"),
+                                  silent_after(head[: len(head) // 2]))
+    assert all(FIRST_LINE_TIMEOUT_S - 1 <= w <= FIRST_LINE_TIMEOUT_S + 5 for w in waited), waited
