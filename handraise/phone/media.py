@@ -176,11 +176,13 @@ class MediaHub:
         while self.by_slot or (self.source is not None and self.source.busy()):
             deadline += TICK_S
             delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -TICK_S:
+            if delay < -TICK_S:
                 self.late_ticks += 1
                 deadline = loop.time()  # overloaded: do not run a burst of ticks
+            # Always through the loop, even when late (sleep(0) when nothing is left to
+            # wait): ticks that cost more than TICK_S would otherwise run back to back and
+            # nothing else would (webhooks, the streams' jobs, the signal to stop).
+            await asyncio.sleep(max(delay, 0.0))
             try:
                 if self.source is not None:
                     self.source.poll()
@@ -429,10 +431,15 @@ class MediaStream:
         if self.finished:
             return
         self.finished = True
-        self.hub.unwatch(self)
         try:
             if self.starting is not None and not self.starting.done():
                 await asyncio.wait({self.starting}, timeout=FINISH_TIMEOUT_S)
+                if not self.starting.done():
+                    # Its check outlived the wait (Redis stalled): it must not join the
+                    # bank now, with nobody left to leave it.
+                    self.starting.cancel()
+                    log.warning("media stream (%s): stopped before its start-up check "
+                                "answered", self.label)
             if self.listener is None or self.slot is None:
                 return
             listener = self.listener
@@ -456,6 +463,7 @@ class MediaStream:
                     worker.cancel()
                     log.warning("media stream (%s): pending jobs dropped at stop", self.label)
         finally:
+            self.hub.unwatch(self)  # after the start-up check, which may have watched
             self.hub.open.discard(self)
 
     # --- the worker -------------------------------------------------------------------
