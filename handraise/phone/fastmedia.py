@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import gc
 import hashlib
 import logging
@@ -112,6 +113,10 @@ REFUSED_LINGER_S = 1.0
 dropped, so that closing with them unread (a reset) does not destroy the answer."""
 GRACEFUL_S = 5.0
 """At shutdown: longest wait for HTTP requests in flight."""
+ACCEPT_PAUSE_S = 1.0
+"""Out of file descriptors (or memory) at ``accept``: how long accepting pauses. The
+listener stays readable, so going on would spin; connections wait in its backlog."""
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 class _BadUpgrade(Exception):
@@ -380,6 +385,9 @@ class _Server:
         self.lifespan = Lifespan(self.asgi, config, self.loop, self.state)
         self.context = WorkerContext(None)
         self.http_tasks: set[asyncio.Task[None]] = set()
+        #: Media upgrades being read or answered (before their socket joins the reader).
+        self.upgrades: set[asyncio.Task[None]] = set()
+        self.stopping = False
         self.listeners: list[socket.socket] = []
         #: Connections whose request line is not in yet: their drop timer, and how many
         #: bytes they had sent at the last look.
@@ -405,14 +413,24 @@ class _Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("serve: accept failed: %s", exc)
-                return
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("serve: accept failed: %s; accepting again in %.0f s",
+                                exc, ACCEPT_PAUSE_S)
+                    self.loop.remove_reader(lsock.fileno())
+                    self.loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, lsock)
+                    return
+                log.info("serve: accept failed: %s", exc)  # that connection only
+                continue
             conn.setblocking(False)
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             timer = self.loop.call_later(FIRST_LINE_TIMEOUT_S, self._drop, conn)
             self._waiting[conn] = (timer, 0)
             self.loop.add_reader(conn.fileno(), self._peek, conn)
+
+    def _resume_accepting(self, lsock: socket.socket) -> None:
+        if not self.stopping and lsock.fileno() >= 0:
+            self.loop.add_reader(lsock.fileno(), self._accept, lsock)
 
     def _drop(self, conn: socket.socket) -> None:
         waiting = self._waiting.pop(conn, None)
@@ -448,7 +466,9 @@ class _Server:
         if had:
             _wake_above(conn, 0)
         if _is_media_request(head):
-            self.loop.create_task(self._media(conn))
+            upgrade = self.loop.create_task(self._media(conn))
+            self.upgrades.add(upgrade)
+            upgrade.add_done_callback(self.upgrades.discard)
         else:
             task = self.loop.create_task(self._http(conn))
             self.http_tasks.add(task)
@@ -457,24 +477,25 @@ class _Server:
     async def _media(self, conn: socket.socket) -> None:
         """A media stream's upgrade: answered here, then the socket goes to the reader."""
         assert self.media is not None
+        handed = False
         try:
-            head = await self._upgrade_head(conn)
-            if head is None:
-                conn.close()
+            try:
+                head = await self._upgrade_head(conn)
+                if head is None:
+                    return
+                response = upgrade_response(head, self.settings)
+            except _BadUpgrade as refused:
+                await self._refuse(conn, refused.response())
                 return
-            response = upgrade_response(head, self.settings)
-        except _BadUpgrade as refused:
-            await self._refuse(conn, refused.response())
-            return
-        except OSError:
-            conn.close()
-            return
-        try:
             await self.loop.sock_sendall(conn, response)
+            if not self.stopping:  # else the media sockets are being closed already
+                self.media.add(conn)
+                handed = True
         except OSError:
-            conn.close()
-            return
-        self.media.add(conn)
+            pass
+        finally:
+            if not handed:
+                conn.close()
 
     async def _upgrade_head(self, conn: socket.socket) -> bytes | None:
         """The whole upgrade request (consumed, nothing after it), or None if the peer
@@ -544,12 +565,17 @@ class _Server:
 
     async def stop(self) -> None:
         """Stop accepting; finish media streams; let HTTP finish; then the app's shutdown."""
+        self.stopping = True
         for sock in self.listeners:
             with contextlib.suppress(OSError, ValueError):
                 self.loop.remove_reader(sock.fileno())
             sock.close()
         for conn in list(self._waiting):
             self._drop(conn)
+        for upgrade in list(self.upgrades):
+            upgrade.cancel()
+        if self.upgrades:
+            await asyncio.wait(set(self.upgrades), timeout=1.0)
         hub: MediaHub | None = self.app.extensions.get("handraise_media")
         if hub is not None:
             if hub.open:
@@ -583,8 +609,11 @@ async def serve_app(
     loop = asyncio.get_running_loop()
     if shutdown_trigger is None:
         stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
+        # A worker of serve_workers starts with them blocked: one that came since is
+        # delivered now, to the handler above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         shutdown_trigger = stop.wait
     server = _Server(app, settings)
     await server.start(socks)
@@ -638,16 +667,23 @@ def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int
     procs = [ctx.Process(target=run_worker, args=(settings, host, port),
                          kwargs={"reuse_port": True, "banner": i == 0}, name=f"worker-{i}")
              for i in range(workers)]
-    for proc in procs:
-        proc.start()
 
     def forward(signum: int, _frame: Any) -> None:
         for proc in procs:
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    # Blocked while the workers start (they inherit the mask and unblock once their loop
+    # handles the signals): a stop that comes meanwhile is neither lost by a worker nor
+    # fatal to this process before it can forward it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, forward)
+        for proc in procs:
+            proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     code = 0
     for proc in procs:
         proc.join()

@@ -1,5 +1,6 @@
-"""How ``handraise serve`` reads the head of a connection before it is HTTP or a media stream:
-in pieces, too big, or cut off (fastmedia's ``_peek`` and ``_upgrade_head``), over raw sockets."""
+"""How ``handraise serve`` accepts a connection and reads its head before it is HTTP or a
+media stream: in pieces, too big, cut off, silent, or with no file descriptor left
+(fastmedia's ``_accept``, ``_peek`` and ``_upgrade_head``), over raw sockets."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import os
+import resource
 from collections.abc import Iterator
 
 import pytest
-from phonekit import AUTH_TOKEN
+from phonekit import AUTH_TOKEN, until
 from servekit import Served
 from twilio.request_validator import RequestValidator
 
@@ -155,3 +158,26 @@ async def test_connections_silent_before_their_head_ends_are_closed_at_the_first
     waited = await asyncio.gather(silent_after(b""), silent_after(b"GET /heal"),
                                   silent_after(head[: len(head) // 2]))
     assert all(FIRST_LINE_TIMEOUT_S - 1 <= w <= FIRST_LINE_TIMEOUT_S + 5 for w in waited), waited
+
+
+async def test_out_of_file_descriptors_accepting_pauses_then_serves_who_waited(
+        server: Served) -> None:
+    assert server.proc is not None
+    pid = server.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    before = server.log().count("accept failed")
+    # Every descriptor the process may open is in use: accept(2) fails with EMFILE.
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")), hard))
+    try:
+        waiting = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+        for _, writer in waiting:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await until(lambda: "accept failed" in server.log()[-2000:], timeout=10)
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    # Accepting resumes: the connections that waited in the backlog are served.
+    for reader, writer in waiting:
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    # One line per pause, not one per turn of the loop.
+    assert server.log().count("accept failed") - before <= 3, server.log()[-3000:]
