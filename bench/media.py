@@ -16,8 +16,16 @@
      generator is visible, not mistaken for a fast server);
    * the backlog: bytes waiting unread in the server's sockets (``/proc/net/tcp``), at
      the start and end of the window;
-   * key release -> hand raised in Redis (the private announcement is requested in the
-     same job), p50/p90/p99/max, and presses answered (each counted once);
+   * key release -> hand raised in Redis, p50/p90/p99/max, and presses answered (each
+     counted once, a hand matched to a press only within 2 s of its release; presses at
+     least 2 s apart). A frame goes out once its 20 ms were heard, as Twilio sends them,
+     so the release is half-way through the frame *before* the one that carries it out;
+   * the private announcements: each room is in a conference, so every raise asks
+     Twilio's REST API (``bench/twilio_stub.py``, on core 1) to announce it, and the stub
+     then fetches the AnnounceUrl from serve, signed, as Twilio does: both are serve's
+     work per press, counted in its CPU; the counts are printed;
+   * the media frames serve took and dropped (a full queue), from its own stop lines
+     (serve logs at INFO, as an operator runs it);
    * server RSS at the start and end of the window, and per stream.
 
 3. The Node reference, in the same run: the seed's design (``bench/node/media_ref.js``: the
@@ -44,23 +52,26 @@ import base64
 import contextlib
 import json
 import random
+import re
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from serving import ACCOUNT_SID, TOKEN, serve
 from twilio.request_validator import RequestValidator
 
 from handraise.config import DEFAULT_MEDIA_READ_BATCH
 from handraise.dsp import synth
+from handraise.phone.control import set_conference
 from handraise.phone.frames import StreamReader
 from handraise.phone.keypad import KeypadBank, KeypadListener
 from handraise.phone.streams import note_gather
 from handraise.queue import Queue
-from handraise.rooms import create_room
+from handraise.rooms import create_room, update_room
 from handraise.store import client_from_url, free_port, key, scratch_redis
 
 FRAME_S = 0.020
@@ -152,6 +163,18 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def _get_json(url: str, *, wait: bool = False) -> Any:
+    """GET ``url``'s JSON; with ``wait``, until the server there listens (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return httpx.get(url, timeout=2.0, trust_env=False).json()
+        except httpx.TransportError:
+            if not wait or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # waiting for a process to listen; nothing to wait on
+
+
 def cpu_seconds(pid: int) -> float:
     total = 0
     for p in _tree(pid):
@@ -213,8 +236,11 @@ async def _setup(redis_url: str, streams: int) -> tuple[dict[str, list[str]], li
         if i % ROOM_SIZE == 0:
             room = (await create_room(redis, f"Bench {i // ROOM_SIZE}")).room.id
             rooms[room] = []
+            # In its conference: a raise asks Twilio (bench/twilio_stub.py) to announce it.
+            await update_room(redis, room, conference_sid=f"CF{i:032x}")
         call_sid = f"CA{i:032x}"
         pid = await queue.join(room, call_sid=call_sid, label=f"bench{i}")
+        await set_conference(redis, room, pid, f"CF{i - i % ROOM_SIZE:032x}")
         # As the pre-join Gather leaves it: keys from now on are pressed in the conference.
         await note_gather(redis, room, pid, "")
         rooms[room].append(pid)
@@ -229,7 +255,8 @@ def _plan_presses(plan: list[dict[str, Any]], warmup: float, seconds: float, pre
     for p in plan:
         t, presses = warmup, []
         while True:
-            t += rng.expovariate(1.0 / press_every)
+            # at least 2 s apart: a press never cuts the one before it short
+            t += max(2.0, rng.expovariate(1.0 / press_every))
             if t > warmup + seconds - 2.0:
                 break
             presses.append(t)
@@ -302,8 +329,20 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
         plan_file = Path(tmp) / "plan.json"
         out_file = Path(tmp) / "out.json"
         pin = ["taskset", "-c", "0"] if workers == 1 else []
-        with serve(redis_url, port, workers=workers, prefix=pin,
-                   env={"HANDRAISE_LOG_LEVEL": "ERROR"}) as (_, proc):
+        stub_port = free_port()
+        stub_url = f"http://127.0.0.1:{stub_port}"
+        with contextlib.ExitStack() as stack:
+            # Twilio's REST API, on the generator's core; stopped after serve (LIFO).
+            stub = stack.enter_context(subprocess.Popen(
+                ["taskset", "-c", "1", sys.executable, str(Path(_HERE) / "twilio_stub.py"),
+                 str(stub_port), TOKEN]))
+            stack.callback(stub.terminate)
+            _get_json(stub_url + "/stats", wait=True)
+            # INFO, as an operator runs it: one line per stream start and stop, per press.
+            serve_log = Path(tmp) / "serve.log"
+            _, proc = stack.enter_context(serve(
+                redis_url, port, workers=workers, prefix=pin, log_path=serve_log,
+                env={"HANDRAISE_LOG_LEVEL": "INFO", "HANDRAISE_TWILIO_API_URL": stub_url}))
             base_rss = rss_mb(proc.pid)  # before any stream: the idle process
             t0 = time.time() + 2.0 + streams / 1000
             plan_file.write_text(json.dumps({
@@ -330,6 +369,10 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
 
             m = asyncio.run(measure())
             gen.wait()
+            twilio = _get_json(stub_url + "/stats")
+        # Each stream's stop line: frames the server took, and dropped from a full queue.
+        stops = re.findall(r"stopped after (\d+) frames \((\d+) skipped, (\d+) dropped\)",
+                           serve_log.read_text(errors="replace"))
         out = json.loads(out_file.read_text())
     releases: dict[str, list[list[float]]] = out["releases"]
     by_pid: dict[str, list[float]] = {}
@@ -341,8 +384,9 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
         for one_start, release in sorted(rel):
             if not release:
                 continue  # the run ended mid-press
-            # the first hand seen after the 1 of this press began
-            hit = next((h for h in hands if h >= one_start), None)
+            # the first hand seen after the 1 of this press began (within 2 s of its release:
+            # a later one belongs to no press)
+            hit = next((h for h in hands if one_start <= h <= release + 2.0), None)
             if hit is not None:
                 hands.remove(hit)
                 latencies.append((hit - release) * 1000)
@@ -371,6 +415,13 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
     print(f"  tone of the 1 starts -> hand in Redis: p50 {np.percentile(lat0, 50):.0f} ms, "
           f"p99 {np.percentile(lat0, 99):.0f} ms (the raise fires while the key is held, so "
           f"release -> hand is negative when it is answered before the release)")
+    print(f"  announcements: {twilio['announce_urls']} asked of Twilio (the REST stub) for "
+          f"{answered} raises, {twilio['fetched']} AnnounceUrl fetches answered by serve, "
+          f"{twilio['fetch_failed']} failed")
+    print(f"  server took {sum(int(f) for f, _, _ in stops)} media frames from "
+          f"{len(stops)}/{streams} streams' stop lines: "
+          f"{sum(int(d) for _, _, d in stops)} dropped (queue full), "
+          f"{sum(int(k) for _, k, _ in stops)} skipped (malformed)")
     print(f"  server RSS {m['rss0']:.0f} MB -> {m['rss_mid']:.0f} MB (half-way) -> {m['rss1']:.0f} MB "
           f"over the window ({m['rss1'] * 1024 / streams:.0f} kB per stream in all, "
           f"{(m['rss1'] - base_rss) * 1024 / streams:.0f} kB per stream above the idle process)")
@@ -423,10 +474,13 @@ def generate(plan_file: str, out_file: str) -> None:
                 self.pressing, self.tone_at = list(tone_b64), 0
             if self.pressing:
                 payload = self.pressing.pop(0)
+                # A frame goes out once its 20 ms were heard, as Twilio sends them: the 1
+                # began at the start of frame ONE_STARTS, and ended (the key's release)
+                # half-way through frame ONE_ENDS.
                 if self.tone_at == ONE_STARTS:
-                    self.releases.append([time.time(), 0.0])
+                    self.releases.append([time.time() - FRAME_S, 0.0])
                 elif self.tone_at == ONE_ENDS:
-                    self.releases[-1][1] = time.time() + 0.010  # mid-frame
+                    self.releases[-1][1] = time.time() - FRAME_S / 2
                 self.tone_at += 1
             else:
                 payload = noise_b64[(k + self.i) % len(noise_b64)]
@@ -464,6 +518,9 @@ def generate(plan_file: str, out_file: str) -> None:
                 for caller in group:
                     caller.send(k)
                 stats["sent"] += len(group)
+        # The rate it kept: what it sent over the time it took (a sender that fell behind
+        # took longer than planned, and its late frames went out in bursts).
+        stats["sending_s"] = time.time() - max(started, plan["t0"])
         await asyncio.gather(*(c.stop(n) for c in callers))
         stats["wall"] = time.time() - max(started, plan["t0"])
         result.update(stats)
@@ -471,7 +528,7 @@ def generate(plan_file: str, out_file: str) -> None:
     result: dict[str, Any] = {}
     uvloop.run(main())
     Path(out_file).write_text(json.dumps({
-        "sent_rate": result["sent"] / plan["seconds"],
+        "sent_rate": result["sent"] / max(result["sending_s"], plan["seconds"]),
         "intended_rate": len(plan["streams"]) / FRAME_S, "wall": result["wall"],
         "late_p99_ms": float(np.percentile(result["late"], 99)) * 1000,
         "releases": result["releases"]}))
