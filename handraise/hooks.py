@@ -315,8 +315,8 @@ async def add_hook(redis: Redis, url: str, *, room: str | None = None,
     if room is not None:
         await get_room(redis, room)
     hook_id, secret = new_id("h", 8), "whsec_" + secrets.token_urlsafe(24)
-    at = await eval_script(redis, _ADD, 3, _hook_key(hook_id), _hooks_index(), _hooks_version(), hook_id,
-                          url, secret, room or "", ",".join(events))
+    at = await eval_script(redis, _ADD, 3, _hook_key(hook_id), _hooks_index(), _hooks_version(),
+                           hook_id, url, secret, room or "", ",".join(events))
     return Hook(hook_id, url, secret, room, tuple(events), int(at))
 
 

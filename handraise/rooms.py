@@ -411,8 +411,8 @@ async def create_room(
     access_code = await _claim_code(redis, room_id, "participant")
     host_code = await _claim_code(redis, room_id, "host")
     pairs = [part for s in ROOM_SETTINGS for part in (s.name, s.encode(values[s.name]))]
-    await eval_script(redis,
-        _CREATE, 2, key(room_id, "room"), key(room_id, "events"),
+    await eval_script(
+        redis, _CREATE, 2, key(room_id, "room"), key(room_id, "events"),
         maxlen, room_id, name, access_code, code_hash(host_code), *pairs,
     )
     await redis.zadd(global_key("rooms"), {room_id: 0})
@@ -572,8 +572,8 @@ async def update_room(
         return False
     try:
         changed = bool(
-            await eval_script(redis,
-                _UPDATE, 2, key(room_id, "room"), key(room_id, "events"), maxlen, room_id,
+            await eval_script(
+                redis, _UPDATE, 2, key(room_id, "room"), key(room_id, "events"), maxlen, room_id,
                 *encode_changes(typed),
             )
         )
@@ -596,8 +596,8 @@ async def close_room(redis: Redis, room_id: str, *, maxlen: int = DEFAULT_MAXLEN
     """
     room = await get_room(redis, room_id)
     extra = [key(room_id, k) for k in ("replies", "reply-to", "spoken", "undo-lower-all")]
-    closed = await eval_script(redis,
-        _CLOSE, 4 + len(extra), key(room_id, "room"), key(room_id, "participants"),
+    closed = await eval_script(
+        redis, _CLOSE, 4 + len(extra), key(room_id, "room"), key(room_id, "participants"),
         key(room_id, "hands"), key(room_id, "events"), *extra,
         maxlen, room_id, key(room_id, "p", ""), key(room_id, "pin", ""),
     )

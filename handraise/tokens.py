@@ -160,5 +160,5 @@ return 0
 async def take(redis: Redis, token: ApiToken, *, window_s: int = RATE_WINDOW_S) -> int:
     """Count one request of ``token``: 0 if allowed, else the seconds until its window ends."""
     wait_ms = int(await eval_script(redis, _TAKE, 1, global_key("limit", "api-token", token.id),
-                                   window_s * 1000, token.rate_per_min))
+                                    window_s * 1000, token.rate_per_min))
     return math.ceil(wait_ms / 1000) if wait_ms > 0 else 0

@@ -91,8 +91,8 @@ async def check_room(queue: Queue, host: HostControls, room: str, *,
     first, last_event_id = await queue.head(room)
     head = first or ""
     ms, seq = parse_id(last_event_id)
-    outcome, at_ms, at_seq = await eval_script(queue.redis, _CLAIM, 1, marker_key(room), head, ms, seq,
-                                                    MARKER_TTL_S)
+    outcome, at_ms, at_seq = await eval_script(queue.redis, _CLAIM, 1, marker_key(room), head,
+                                               ms, seq, MARKER_TTL_S)
     if not head or int(outcome) in (-1, 0, 3):
         return None
     if int(outcome) in (1, 2) and await _raised_since(queue, room, head, f"{at_ms}-{at_seq}",

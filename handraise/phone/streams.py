@@ -108,8 +108,8 @@ async def record_check(redis: Redis, room: str, check: KeypadCheck, *,
         return
     value = "" if check.stopped else live_value(holder, check.stream)
     await eval_script(redis, _RECORD, 2, name, live_key(room), check.participant,
-                     json.dumps(asdict(check)), CHECK_TTL_S, value,
-                     f" {holder} {check.stream}", _LIVE_KEY_TTL_S)
+                      json.dumps(asdict(check)), CHECK_TTL_S, value,
+                      f" {holder} {check.stream}", _LIVE_KEY_TTL_S)
 
 
 async def keypad_checks(redis: Redis, room: str) -> list[KeypadCheck]:

@@ -35,8 +35,18 @@ async def test_ticks_that_overrun_still_let_the_rest_of_the_process_run() -> Non
     hub.ticking()
     # Anything else in the process (a webhook, a stream's job, the signal to stop) gets
     # its turn while the ticks still overrun, not once they are over; and the ticks go on.
-    await asyncio.sleep(3 * TICK_S)
-    assert source.left > 0, "nothing else ran until the overrunning ticks ended"
-    assert 0 < source.reads < 20
+    # Here: a timer due three ticks from now, and what the source had done when it fired.
+    reads_when_fired: list[tuple[int, int]] = []
+    fired = asyncio.Event()
+
+    def timer() -> None:
+        reads_when_fired.append((source.reads, source.left))
+        fired.set()
+
+    asyncio.get_running_loop().call_later(3 * TICK_S, timer)
+    await fired.wait()
+    [(reads, left)] = reads_when_fired
+    assert left > 0, "nothing else ran until the overrunning ticks ended"
+    assert 0 < reads < 20
     source.left = 0
     await hub.drain()
