@@ -243,7 +243,7 @@ async def test_star_mode_star_then_0_repeats_the_pin_and_puts_the_caller_back(re
         mark = stack.sim.events[-1].seq
         stack.sim.press(sid, "*")
         await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=1, after=mark)
-        assert "0 to hear the keys, your web PIN" in stack.said(sid)
+        await until(lambda: "0 to hear the keys, your web PIN" in stack.said(sid))  # its Say plays just after
         stack.sim.press(sid, "0")
         await stack.sim.wait_event("conference", call_sid=sid, event="participant-join", after=mark)
         assert stack.said(sid).count(", ".join(pin)) == 4

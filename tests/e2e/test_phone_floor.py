@@ -147,7 +147,7 @@ async def test_star_room_invitation_is_a_short_gather_and_1_puts_the_caller_back
         mark = stack.sim.events[-1].seq
         assert (await stack.host.call_on(room, pid)).ok
         await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=1, after=mark)
-        assert INVITED in stack.said(sid)
+        await until(lambda: INVITED in stack.said(sid))  # its Say plays just after
         assert await stack.queue.speaker(room) == other_pid  # the floor changes only on a yes
         stack.sim.press(sid, "1")
         await stack.sim.wait_event("conference", call_sid=sid, event="participant-join", after=mark)
@@ -293,7 +293,7 @@ async def test_a_room_chooses_its_own_answer_keys(redis_server: str, mode: str) 
             stack.sim.press(sid, "1")  # the default key means nothing here
         else:
             await stack.sim.wait_event("gather-start", call_sid=sid, num_digits=2, after=mark)
-            await until(lambda: line in stack.said(sid))  # the Gather's Say is heard just after
+            await until(lambda: line in stack.said(sid))  # its Say plays just after
         stack.sim.press(sid, "*4")
         await until(lambda: stack.sim.state(sid).get("conference") and not _muted(stack, sid))
         await until(lambda: _speaker_is(stack, room, pid))  # Twilio first, then the turn

@@ -89,7 +89,7 @@ async def test_star_mode_reads_4_after_star_as_a_reply(redis_server: str) -> Non
         mark = stack.sim.events[-1].seq
         stack.sim.press(b, "*")
         await stack.sim.wait_event("gather-start", call_sid=b, num_digits=1, after=mark)
-        assert "4 to reply to the speaker" in stack.said(b)
+        await until(lambda: "4 to reply to the speaker" in stack.said(b))  # its Say plays just after
         stack.sim.press(b, "4")
         await stack.sim.wait_event("conference", call_sid=b, event="participant-join", after=mark)
         assert "Your reply is raised. You are number 1 in line." in stack.said(b)
