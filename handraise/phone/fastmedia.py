@@ -1,7 +1,8 @@
 """The fast path for ``/voice/stream``: media streams read in C, once per tick, on the app's port.
 
 ``handraise serve`` accepts every connection itself and reads the request line without
-consuming it (``MSG_PEEK``): a ``GET /voice/stream`` is a media stream, anything else goes
+consuming it (``MSG_PEEK``): a ``GET /voice/stream`` is a media stream, Twilio's fetch of a
+fixed private announcement is answered here too (:mod:`.fastannounce`), anything else goes
 to hypercorn, which serves the Quart app as before (webhooks, pages, SSE, the API). One
 port, one public URL: nothing for an operator to configure, and a TLS proxy in front needs
 only to pass WebSocket upgrades through (README, "Serving"). A head that comes in pieces
@@ -13,7 +14,7 @@ A media stream's upgrade is answered here, in Python: ``X-Twilio-Signature`` is 
 the rules of :mod:`.security` (403 when it does not validate), a request that is not a
 WebSocket upgrade gets 400 (426 for another protocol version), a head over
 :data:`MAX_HEAD_BYTES` 431; each refusal is followed by a lingering close, so that a reset
-does not destroy it (:meth:`_Server._refuse`). From then on the socket
+does not destroy it (:meth:`_Server._answer_and_close`). From then on the socket
 belongs to one :class:`~handraise.phone._wsread.Reader` per process (``_wsread.c``): at
 every detection tick (every :data:`~.media.TICK_S`, or every N ticks with
 ``HANDRAISE_MEDIA_READ_BATCH=N``) it reads every socket that has bytes, takes the
@@ -81,12 +82,16 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Quart
 
 from ..config import Settings
+from ..metrics import app_metrics
+from ..web.security import SECURITY_HEADERS
+from . import fastannounce
 from ._wsread import Reader
 from .media import MediaHub, MediaStream, media_hub
 from .security import websocket_signature_valid
@@ -338,6 +343,27 @@ def _wake_above(conn: socket.socket, have: int) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, have + 1)
 
 
+def _upgrade_length(seen: bytes) -> int | None:
+    end = seen.find(b"\r\n\r\n")
+    if 0 <= end <= MAX_HEAD_BYTES - 4:
+        return end + 4
+    if len(seen) >= MAX_HEAD_BYTES:
+        raise _BadUpgrade(431, "Request Header Fields Too Large", "Request header fields too large.\n")
+    return None
+
+
+def _take(conn: socket.socket, n: int) -> bytes:
+    """Consume the ``n`` bytes just looked at (they are in the socket's buffer)."""
+    parts = []
+    while n > 0:
+        part = conn.recv(n)
+        if not part:
+            raise ConnectionResetError("the peer went away")
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -424,9 +450,13 @@ class _Server:
             conn.setblocking(False)
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            timer = self.loop.call_later(FIRST_LINE_TIMEOUT_S, self._drop, conn)
-            self._waiting[conn] = (timer, 0)
-            self.loop.add_reader(conn.fileno(), self._peek, conn)
+            self._watch(conn, FIRST_LINE_TIMEOUT_S)
+
+    def _watch(self, conn: socket.socket, timeout: float) -> None:
+        """Wait for ``conn``'s (next) request line, at most ``timeout`` s."""
+        timer = self.loop.call_later(timeout, self._drop, conn)
+        self._waiting[conn] = (timer, 0)
+        self.loop.add_reader(conn.fileno(), self._peek, conn)
 
     def _resume_accepting(self, lsock: socket.socket) -> None:
         if not self.stopping and lsock.fileno() >= 0:
@@ -469,10 +499,13 @@ class _Server:
             upgrade = self.loop.create_task(self._media(conn))
             self.upgrades.add(upgrade)
             upgrade.add_done_callback(self.upgrades.discard)
+            return
+        if fastannounce.is_fixed_announcement(head):
+            task = self.loop.create_task(self._announcement(conn))
         else:
             task = self.loop.create_task(self._http(conn))
-            self.http_tasks.add(task)
-            task.add_done_callback(self.http_tasks.discard)
+        self.http_tasks.add(task)
+        task.add_done_callback(self.http_tasks.discard)
 
     async def _media(self, conn: socket.socket) -> None:
         """A media stream's upgrade: answered here, then the socket goes to the reader."""
@@ -485,7 +518,7 @@ class _Server:
                     return
                 response = upgrade_response(head, self.settings)
             except _BadUpgrade as refused:
-                await self._refuse(conn, refused.response())
+                await self._answer_and_close(conn, refused.response())
                 return
             await self.loop.sock_sendall(conn, response)
             if not self.stopping:  # else the media sockets are being closed already
@@ -500,44 +533,83 @@ class _Server:
     async def _upgrade_head(self, conn: socket.socket) -> bytes | None:
         """The whole upgrade request (consumed, nothing after it), or None if the peer
         went away or sent none in time."""
+        seen = await self._peek_whole(conn, _upgrade_length)
+        return None if seen is None else _take(conn, len(seen))
+
+    async def _peek_whole(self, conn: socket.socket,
+                          length: Callable[[bytes], int | None]) -> bytes | None:
+        """The request at the start of ``conn``, looked at and not consumed, once
+        ``length(seen)`` says how long it is and that much is in; None if the peer went
+        away or did not send it in time. ``length`` returns None while it cannot tell
+        and raises to refuse."""
         deadline = self.loop.time() + FIRST_LINE_TIMEOUT_S
         had = 0
-        while True:
-            try:
-                seen = conn.recv(MAX_HEAD_BYTES, socket.MSG_PEEK)
-            except (BlockingIOError, InterruptedError):
-                seen = None
-            if seen == b"":
-                return None
-            if seen:
-                end = seen.find(b"\r\n\r\n")
-                if end >= 0:
-                    if had:
-                        _wake_above(conn, 0)
-                    return conn.recv(end + 4)
-                if len(seen) >= MAX_HEAD_BYTES:
-                    raise _BadUpgrade(431, "Request Header Fields Too Large",
-                                      "Request header fields too large.\n")
-                if len(seen) <= had:  # woken with nothing new: the peer is gone
+        try:
+            while True:
+                try:
+                    seen = conn.recv(MAX_HEAD_BYTES + fastannounce.MAX_REQUEST_BYTES,
+                                     socket.MSG_PEEK)
+                except (BlockingIOError, InterruptedError):
+                    seen = None
+                if seen == b"":
                     return None
-                # Part of the head: wake on more bytes, or the end.
-                had = len(seen)
-                _wake_above(conn, had)
-            readable = self.loop.create_future()
-            # Readiness is level-triggered: this may run again before we are woken.
-            self.loop.add_reader(conn.fileno(), _resolve, readable)
-            try:
-                await asyncio.wait_for(readable, max(0.0, deadline - self.loop.time()))
-            except TimeoutError:
-                return None
-            finally:
-                self.loop.remove_reader(conn.fileno())
+                if seen:
+                    need = length(seen)
+                    if need is not None and len(seen) >= need:
+                        return seen[:need]
+                    if len(seen) <= had:  # woken with nothing new: the peer is gone
+                        return None
+                    # Part of it: wake on more bytes, or the end.
+                    had = len(seen)
+                    _wake_above(conn, had)
+                readable = self.loop.create_future()
+                # Readiness is level-triggered: this may run again before we are woken.
+                self.loop.add_reader(conn.fileno(), _resolve, readable)
+                try:
+                    await asyncio.wait_for(readable, max(0.0, deadline - self.loop.time()))
+                except TimeoutError:
+                    return None
+                finally:
+                    self.loop.remove_reader(conn.fileno())
+        finally:
+            if had:
+                _wake_above(conn, 0)
 
-    async def _refuse(self, conn: socket.socket, response: bytes) -> None:
-        """Answer and close. Closing a socket with input unread sends a reset, and a reset
-        can destroy our answer before the peer reads it (a 431 leaves most of a head
-        unread): so our side is shut first, and what still comes is read and dropped
-        until the peer closes or :data:`REFUSED_LINGER_S` is up."""
+    async def _announcement(self, conn: socket.socket) -> None:
+        """Twilio fetching a fixed announcement: answered here (:mod:`.fastannounce`),
+        then the connection is looked at again for its next request; any other request
+        goes to hypercorn as it came."""
+        started = time.perf_counter()
+        try:
+            try:
+                seen = await self._peek_whole(conn, fastannounce.request_length)
+                if seen is None:
+                    conn.close()
+                    return
+                fetch = fastannounce.parse(seen)
+            except fastannounce.NotHere:
+                await self._http(conn)
+                return
+            _take(conn, fetch.length)
+            status, response = fastannounce.answer(fetch, self.settings, SECURITY_HEADERS)
+            await self.loop.sock_sendall(conn, response)
+        except OSError:
+            conn.close()
+            return
+        metrics = app_metrics(self.app)
+        metrics.observe("handraise_http_request_seconds", time.perf_counter() - started,
+                        group="voice")
+        metrics.count("handraise_http_requests_total", group="voice", status=f"{status // 100}xx")
+        if not fetch.keep_alive or self.stopping:
+            await self._answer_and_close(conn, b"")  # a lingering close: nothing more is read
+            return
+        self._watch(conn, self.config.keep_alive_timeout)
+
+    async def _answer_and_close(self, conn: socket.socket, response: bytes) -> None:
+        """Answer (a refusal, or nothing more) and close. Closing a socket with input
+        unread sends a reset, and a reset can destroy our answer before the peer reads it
+        (a 431 leaves most of a head unread): so our side is shut first, and what still
+        comes is read and dropped until the peer closes or :data:`REFUSED_LINGER_S` is up."""
         _wake_above(conn, 0)
         try:
             await self.loop.sock_sendall(conn, response)
