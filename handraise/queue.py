@@ -42,6 +42,10 @@ SOURCES: tuple[Source, ...] = ("keypad", "web", "prompt", "host", "api")
 Channel = Literal["phone", "web"]
 #: What a hand is: a new point, or a reply to whoever speaks now.
 Kind = Literal["point", "reply"]
+#: How the head of the queue compares with the one last recorded (:meth:`Queue.head_change`).
+HeadChange = Literal["stale", "same", "after_empty", "different", "first_look", "raised_first"]
+_HEAD_CHANGES: dict[int, HeadChange] = {-1: "stale", 0: "same", 1: "after_empty", 2: "different",
+                                        3: "first_look", 4: "raised_first"}
 #: How long "Lower all hands" can be undone (seconds).
 UNDO_LOWER_ALL_S = 15
 #: Longest name a host may give; a caller naming themselves gets fewer (web/participant.py).
@@ -453,13 +457,46 @@ for _, e in ipairs(ordered()) do table.insert(pids, e.pid) end
 return pids
 """
 
-_FIRST = _HEAD + """
+_READ_FIRST = """
 -- The first hand in line ('' if none) and the id of the last event, in one atomic step.
 local first
 if by_raise_time() then first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 else first = (ordered()[1] or {}).pid end
+first = first or ''
 local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-return {first or '', #last > 0 and last[1][1] or '0-0'}
+last = #last > 0 and last[1][1] or '0-0'
+"""
+
+_FIRST = _HEAD + _READ_FIRST + "return {first, last}\n"
+
+_HEAD_CHANGE = _HEAD + _READ_FIRST + """
+-- ARGV 4: ttl of the marker (KEYS[10]: head, ms, seq of the read it was recorded at).
+-- Returns {first, outcome}: -1 a stale read (older than the one recorded), 0 the same
+-- head, 1 a head after an empty queue, 2 a different head, 3 the first look, 4 a new
+-- head whose hand was raised (or made a reply) straight into first place since.
+local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+ms, seq = tonumber(ms), tonumber(seq)
+local at_ms = tonumber(redis.call('HGET', KEYS[10], 'ms') or '-1')
+local at_seq = tonumber(redis.call('HGET', KEYS[10], 'seq') or '-1')
+if ms < at_ms or (ms == at_ms and seq < at_seq) then return {first, -1} end
+local head = redis.call('HGET', KEYS[10], 'head')
+redis.call('HSET', KEYS[10], 'head', first, 'ms', ms, 'seq', seq)
+redis.call('EXPIRE', KEYS[10], tonumber(ARGV[4]))
+if head == false then return {first, 3} end
+if head == first then return {first, 0} end
+if first ~= '' then
+  local since = redis.call('XRANGE', KEYS[4], '(' .. at_ms .. '-' .. at_seq, last, 'COUNT', 10000)
+  for _, entry in ipairs(since) do
+    local ok, ev = pcall(cjson.decode, entry[2][2])
+    if ok and type(ev) == 'table' and ev.participant == first
+        and (ev.type == 'hand.raised' or ev.type == 'hand.updated')
+        and (ev.position == nil or ev.position == 1) then
+      return {first, 4}
+    end
+  end
+end
+if head == '' then return {first, 1} end
+return {first, 2}
 """
 
 _NEW_MEETING = _HEAD + """
@@ -526,7 +563,8 @@ class Queue:
                 "join": _JOIN, "leave": _LEAVE, "update": _UPDATE, "raise": _RAISE,
                 "reply": _REPLY, "lower": _LOWER, "lower_all": _LOWER_ALL,
                 "undo_lower_all": _UNDO_LOWER_ALL, "call_on": _CALL_ON, "done": _DONE,
-                "line": _LINE, "first": _FIRST, "new_meeting": _NEW_MEETING,
+                "line": _LINE, "first": _FIRST, "head_change": _HEAD_CHANGE,
+                "new_meeting": _NEW_MEETING,
                 "snapshot": _SNAPSHOT, "view": _VIEW,
             }.items()
         }
@@ -726,6 +764,19 @@ class Queue:
         head of a :meth:`snapshot` without reading every participant."""
         first, last_id = await self._run("first", room, "")
         return str(first) or None, str(last_id)
+
+    async def head_change(self, room: str, marker: str, ttl_s: int) -> tuple[str | None, HeadChange]:
+        """(who is first in line or None, how that compares with the head last recorded
+        under the key ``marker``), and the head recorded there with the id of this read:
+        one atomic step, so that of any number of callers exactly one sees a given change.
+
+        A read older than the one recorded (``"stale"``) changes nothing. ``"raised_first"``
+        is a new head whose hand went straight into first place since the recorded read (a
+        raise into an empty queue, a reply put ahead): its caller was told "number 1" then.
+        """
+        first, outcome = await self._scripts["head_change"](
+            keys=[*self._keys(room, ""), marker], args=[self.maxlen, room, "", ttl_s])
+        return str(first) or None, _HEAD_CHANGES[int(outcome)]
 
     async def new_meeting(self, room: str) -> None:
         """The conference ended: forget who has spoken (the fair order starts afresh)."""

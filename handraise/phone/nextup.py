@@ -2,12 +2,13 @@
 
 One place decides, from the room's events, whatever moved the queue: the head was called
 on, lowered, left, every hand was lowered, or a hand was put ahead (another feature's
-event). After a batch of such events the watcher reads the head of the queue and the id of
-the last event (:meth:`~handraise.queue.Queue.head`: one script, not the whole room) and
-offers the head to one Redis script (:data:`_CLAIM`), which keeps the room's last head with
-the id of the read it came from. Exactly one caller of the script sees a given change of
-head, so with any number of processes watching the same room one of them announces, once
-per time a hand becomes first; a stale read (older than the one recorded) changes nothing.
+event); not a hand raised behind others (:func:`may_move_head`). After a batch of such
+events the watcher makes one Redis call, :meth:`~handraise.queue.Queue.head_change`: it
+reads the head of the queue and the id of the last event and compares them with the head
+the room's marker recorded, and the id of the read it came from, and records the new one,
+in one atomic step. Exactly one caller sees a given change of head, so with any number of
+processes watching the same room one of them announces, once per time a hand becomes
+first; a stale read (older than the one recorded) changes nothing.
 
 Not announced: a hand raised into an empty queue (its ``hand.raised`` event comes after the
 read that found the queue empty; raise times are not used, as an ordering feature may
@@ -28,10 +29,10 @@ import asyncio
 import logging
 
 from ..errors import NotFound
-from ..events import REDIS_ERRORS, Event, parse_id, read_events, unless_stopped
+from ..events import REDIS_ERRORS, Event, unless_stopped
 from ..queue import Queue
 from ..rooms import get_room
-from ..store import eval_script, global_key, key
+from ..store import global_key, key
 from .control import HostControls
 
 log = logging.getLogger(__name__)
@@ -43,41 +44,10 @@ QUIET_EVENTS = frozenset({"participant.joined", "participant.updated", "room.cre
                           "room.updated", "room.closed"})
 MARKER_TTL_S = 7 * 24 * 3600
 
-_CLAIM = """
--- KEYS 1: marker hash ; ARGV 1: head ('' = no hand), 2/3: the last event id of the read
--- (ms, seq), 4: ttl. Returns {outcome, previous ms, previous seq}: outcome -1 stale
--- read, 0 same head, 1 a head after an empty queue, 2 a different head, 3 the first look.
-local ms, seq = tonumber(ARGV[2]), tonumber(ARGV[3])
-local at_ms = tonumber(redis.call('HGET', KEYS[1], 'ms') or '-1')
-local at_seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
-if ms < at_ms or (ms == at_ms and seq < at_seq) then return {-1, at_ms, at_seq} end
-local head = redis.call('HGET', KEYS[1], 'head')
-redis.call('HSET', KEYS[1], 'head', ARGV[1], 'ms', ms, 'seq', seq)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-local outcome = 2
-if head == false then outcome = 3
-elseif head == ARGV[1] then outcome = 0
-elseif head == '' then outcome = 1 end
-return {outcome, at_ms, at_seq}
-"""
-
 
 def marker_key(room: str) -> str:
     """The room's last announced head of the queue and the event it was read at."""
     return key(room, "next-up")
-
-
-async def _raised_since(queue: Queue, room: str, pid: str, after: str, until: str) -> bool:
-    """Whether ``pid``'s hand was raised by an event after ``after`` up to ``until`` straight
-    into first place (a raise into an empty queue, or a reply or a fair-order newcomer put
-    ahead): its caller was told "number 1" then."""
-    for event in await read_events(queue.redis, room, after, count=10_000):
-        if parse_id(event.id) > parse_id(until):
-            break
-        if event.type in ("hand.raised", "hand.updated") and event.participant == pid \
-                and event.data.get("position", 1) == 1:
-            return True
-    return False
 
 
 async def check_room(queue: Queue, host: HostControls, room: str, *,
@@ -88,16 +58,9 @@ async def check_room(queue: Queue, host: HostControls, room: str, *,
     ``quiet``: only record the head), else None. Safe to call from any number of processes
     at once: one of them gets the change.
     """
-    first, last_event_id = await queue.head(room)
-    head = first or ""
-    ms, seq = parse_id(last_event_id)
-    outcome, at_ms, at_seq = await eval_script(queue.redis, _CLAIM, 1, marker_key(room), head,
-                                               ms, seq, MARKER_TTL_S)
-    if not head or int(outcome) in (-1, 0, 3):
-        return None
-    if int(outcome) in (1, 2) and await _raised_since(queue, room, head, f"{at_ms}-{at_seq}",
-                                                      last_event_id):
-        return None  # raised as number 1: "you are number 1" was said (or shown)
+    head, change = await queue.head_change(room, marker_key(room), MARKER_TTL_S)
+    if head is None or change not in ("after_empty", "different"):
+        return None  # the same head, a stale read, a first look, or told "number 1" already
     settings = await get_room(queue.redis, room)
     if quiet or not settings.announce_next:
         return head
@@ -179,12 +142,12 @@ class NextWatcher:
                     room = streams[stream]
                     if not entries or room not in self.cursors:
                         continue
-                    types = {_type(i, fields) for i, fields in entries}
-                    if "room.closed" in types:
+                    events = [_event(i, fields) for i, fields in entries]
+                    if any(e is not None and e.type == "room.closed" for e in events):
                         del self.cursors[room]
                         self.closed.add(room)
                         continue
-                    if types - QUIET_EVENTS:
+                    if any(may_move_head(e) for e in events):
                         await self._check(room)
                     if room in self.cursors:  # moved after the check: read up to here, decided
                         self.cursors[room] = str(entries[-1][0])
@@ -197,8 +160,25 @@ class NextWatcher:
                 await unless_stopped(self._stop, asyncio.sleep(delay))
 
 
-def _type(event_id: str, fields: dict[str, str]) -> str:
+def may_move_head(event: Event | None) -> bool:
+    """Whether ``event`` may have changed who is first in line (None: a malformed entry,
+    which may: checking costs one read, missing a change costs more).
+
+    A hand raised behind others (the ``position`` the raise script recorded is over 1)
+    leaves the head where it was: most raises in a big room, and two reads saved each.
+    """
+    if event is None:
+        return True
+    if event.type in QUIET_EVENTS:
+        return False
+    if event.type == "hand.raised":
+        position = event.data.get("position")
+        return not (isinstance(position, int) and position > 1)
+    return True
+
+
+def _event(event_id: str, fields: dict[str, str]) -> Event | None:
     try:
-        return Event.from_entry(event_id, fields).type
-    except (KeyError, ValueError):
-        return ""  # malformed: checking costs one read, missing a change costs more
+        return Event.from_entry(event_id, fields)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None

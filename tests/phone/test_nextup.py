@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from handraise.config import Settings
+from handraise.events import read_events
 from handraise.phone.control import HostControls, TwilioControl
-from handraise.phone.nextup import check_room
+from handraise.phone.nextup import check_room, may_move_head
 from handraise.phone.twiml import PhoneUrls
 from handraise.queue import Queue
 from handraise.rooms import create_room
@@ -51,6 +52,16 @@ async def test_the_head_is_chosen_once_each_time_a_hand_becomes_first(redis: Red
     await queue.leave(room, a)
     assert await check_room(queue, host, room) == b
 
+    # A reply to the speaker goes ahead of b: its caller was told "number 1" as they raised it.
+    d, e = await queue.join(room), await queue.join(room)
+    await queue.call_on(room)  # b speaks; nobody in line
+    await queue.raise_hand(room, e, source="web")
+    assert await check_room(queue, host, room) is None
+    await queue.reply(room, d, source="keypad")
+    assert await check_room(queue, host, room) is None  # d is first, and was told so
+    await queue.lower_hand(room, d, by="host")
+    assert await check_room(queue, host, room) == e  # e is first again: told now
+
 
 async def test_of_many_processes_looking_at_once_exactly_one_gets_the_change(
         redis: Redis, redis_server: str) -> None:
@@ -70,3 +81,23 @@ async def test_of_many_processes_looking_at_once_exactly_one_gets_the_change(
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_only_events_that_can_change_the_first_hand_make_the_watcher_look(redis: Redis) -> None:
+    queue = Queue(redis)
+    room = (await create_room(redis, "Moves")).room.id
+    a, b, c, d = [await queue.join(room) for _ in range(4)]
+    await queue.raise_hand(room, a, source="keypad")  # into the empty queue: a is first
+    await queue.raise_hand(room, b, source="web")  # behind a
+    await queue.raise_hand(room, c, source="keypad")  # behind b
+    await queue.call_on(room)  # a speaks: b is first
+    await queue.reply(room, d, source="keypad")  # a reply to a goes ahead of b
+    await queue.lower_hand(room, c, by="host")  # not first, but lowering is not a raise
+    moves = [(e.type, e.participant, may_move_head(e))
+             for e in await read_events(redis, room, "0-0", count=100)
+             if e.type.startswith(("hand.", "floor.", "speaker."))]
+    raised = [(p, moved) for kind, p, moved in moves if kind == "hand.raised"]
+    assert raised == [(a, True), (b, False), (c, False), (d, True)]
+    assert all(moved for kind, _, moved in moves if kind != "hand.raised")
+    assert any(kind == "hand.lowered" for kind, _, _ in moves)
+    assert may_move_head(None)  # a malformed entry: look rather than miss a change
