@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -681,18 +681,31 @@ class Queue:
         NotFound
             For either (a malformed room id too).
         """
+        found, _ = await self.room_and_participant_with(room, pid)
+        if isinstance(found, NotFound):
+            raise found
+        return found
+
+    async def room_and_participant_with(
+        self, room: str, pid: str, *reads: Callable[[Any], object],
+    ) -> tuple[tuple[Room, Participant] | NotFound, list[Any]]:
+        """:meth:`room_and_participant` (or the NotFound it would raise) and the results
+        of ``reads`` (each adds one command to the pipeline it is given), in one round
+        trip: for a caller that needs both at once (a key pressed in a stream)."""
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(key(room, "room"))
                 pipe.hgetall(key(room, "p", pid))
-                room_h, p_h = await pipe.execute()
+                for read in reads:
+                    read(pipe)
+                room_h, p_h, *results = await pipe.execute()
         except ValueError:
-            room_h, p_h = {}, {}
+            return NotFound(f"There is no room {room!r}."), [None] * len(reads)
         if not room_h:
-            raise NotFound(f"There is no room {room!r}.")
+            return NotFound(f"There is no room {room!r}."), results
         if not p_h:
-            raise NotFound(f"Participant {pid!r} is not in room {room!r}.")
-        return _room_from_hash(room, room_h), _participant(room, pid, p_h)
+            return NotFound(f"Participant {pid!r} is not in room {room!r}."), results
+        return (_room_from_hash(room, room_h), _participant(room, pid, p_h)), results
 
     # --- hands -----------------------------------------------------------------------
 

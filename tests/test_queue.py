@@ -11,7 +11,7 @@ from handraise.errors import Invalid, NotFound
 from handraise.events import Event, read_events
 from handraise.queue import Queue, RoomFull, Turn, mask_number
 from handraise.rooms import close_room, create_room
-from handraise.store import Redis, client_from_url
+from handraise.store import Redis, client_from_url, key
 
 
 @pytest.fixture
@@ -288,3 +288,20 @@ async def test_room_and_participant_are_read_together_or_not_found(
     for r, p in ((room, "p-nobody"), (other, pid), ("r-nosuchroom", pid), ("bad id{}", pid)):
         with pytest.raises(NotFound):
             await queue.room_and_participant(r, p)
+
+
+async def test_other_reads_ride_along_with_the_room_and_participant(
+    redis: Redis, queue: Queue, room: str
+) -> None:
+    pid = await queue.join(room, label="Ada")
+    await redis.set(key(room, "test-mark"), "seen")
+    found, (mark, gone) = await queue.room_and_participant_with(
+        room, pid, lambda pipe: pipe.get(key(room, "test-mark")),
+        lambda pipe: pipe.exists(key(room, "none")))
+    assert not isinstance(found, NotFound)
+    assert (found[0].name, found[1].label, mark, gone) == ("Standup", "Ada", "seen", 0)
+    # A participant not there: said so, and the other reads still answered.
+    found, [mark] = await queue.room_and_participant_with(
+        room, "p-nobody", lambda pipe: pipe.get(key(room, "test-mark")))
+    assert isinstance(found, NotFound) and "p-nobody" in found.message
+    assert mark == "seen"

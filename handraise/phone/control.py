@@ -445,10 +445,11 @@ class HostControls:
         log.info("room %s: %s %s", room, "muted" if muted else "unmuted", pid)
         return ActionResult(True, "Muted." if muted else "Unmuted.", pid)
 
-    async def _announce(self, room: str, pid: str, key: str, n: int | None = None) -> RestOutcome:
+    async def _announce(self, room: str, pid: str, key: str, n: int | None = None, *,
+                        target: tuple[Room, Participant] | None = None) -> RestOutcome:
         """A private prompt to one caller; failure is logged, not fatal (the action happened)."""
         try:
-            r, p = await self._target(room, pid)
+            r, p = target or await self._target(room, pid)
         except HandraiseError as exc:
             return RestOutcome("failed", exc.message)
         if not r.conference_sid:
@@ -458,14 +459,17 @@ class HostControls:
         return await self.twilio.announce_to(r.conference_sid, self._who(p), url)
 
     @_redis_guarded
-    async def announce(self, room: str, pid: str, key: str, n: int | None = None) -> ActionResult:
+    async def announce(self, room: str, pid: str, key: str, n: int | None = None, *,
+                       target: tuple[Room, Participant] | None = None) -> ActionResult:
         """Play one of :data:`twiml.ANNOUNCEMENTS` to ``pid`` only (``"raised"`` takes ``n``).
 
         For the web page: after a raise from the companion page, tell the caller their place.
+        ``target``: the room and ``pid`` as the caller has just read them (the keypad reads
+        them with its other checks), so they are not read again.
         """
         if key not in ANNOUNCEMENTS:
             return ActionResult(False, f"There is no announcement {key!r}.", pid)
-        outcome = await self._announce(room, pid, key, n)
+        outcome = await self._announce(room, pid, key, n, target=target)
         return ActionResult(outcome.ok, outcome.message or "Announced.", pid)
 
     @_redis_guarded

@@ -41,8 +41,8 @@ from quart import Blueprint, Quart, current_app, websocket
 from .. import floor
 from ..errors import HandraiseError, NotFound
 from ..events import REDIS_ERRORS
-from ..queue import IsSpeaker, NoSpeaker
-from ..rooms import get_room
+from ..queue import IsSpeaker, NoSpeaker, Participant
+from ..rooms import Room, get_room
 from .control import host_key, prompting_key
 from .frames import FRAME_BYTES, FrameError, Media, Start, Stop, StreamReader
 from .keypad import MAX_QUEUED, KeypadBank, KeypadListener, Outcome
@@ -511,45 +511,52 @@ class MediaStream:
             digits=listener.digits, tones_seen=listener.tones_seen, stopped=stopped,
             updated_at=round(time.time(), 3)), holder=self.hub.holder)
 
-    async def _in_conference(self, command: KeyCommand) -> bool:
-        """False for keys a ``<Gather>`` reads (pre-join window, host prompt): not ours."""
+    async def _in_conference(self, command: KeyCommand
+                             ) -> tuple[bool, tuple[Room, Participant] | None]:
+        """False for keys a ``<Gather>`` reads (pre-join window, host prompt): not ours. With
+        it, the room and participant (None if either is gone), read in the same round trip."""
         redis, room, pid = self.svc.redis, self.room, self.pid
-        prompting, mark = await press_context(redis, room, pid, prompting_key(room, pid))
+        prompting, mark, found = await press_context(self.svc.queue, room, pid,
+                                                     prompting_key(room, pid))
+        target = None if isinstance(found, NotFound) else found
         if prompting:
             log.debug("media stream (%s): %s during a host prompt; the prompt reads it",
                       self.label, command.keys)
-            return False
+            return False, target
         if self.host:
-            return True  # the host joins at once: no pre-join Gather to leave keys to
+            return True, target  # the host joins at once: no pre-join Gather to leave keys to
         if mark is None:
             if time.monotonic() - self.started < PREJOIN_LIMIT_S:
                 log.debug("media stream (%s): %s in the pre-join window; its Gather reads it",
                           self.label, command.keys)
-                return False
-            return True
+                return False, target
+            return True, target
         when, digits = mark
         if digits and digits.endswith(command.keys) and time.time() - when < GATHER_GRACE_S:
             await forget_gather(redis, room, pid, when)
             log.debug("media stream (%s): %s already read by a Gather", self.label, command.keys)
-            return False
-        return True
+            return False, target
+        return True, target
 
     async def _command(self, command: KeyCommand) -> None:
-        if not await self._in_conference(command):
+        ours, target = await self._in_conference(command)
+        if not ours:
             return
         svc, room, pid = self.svc, self.room, self.pid
         if command.name == "raise":
             position, new = await svc.queue.raise_hand(room, pid, source="keypad")
             log.info("room %s: %s raised a hand with %s in the conference (position %d%s)",
                      room, pid, command.keys, position, "" if new else ", already raised")
-            result = await svc.host.announce(room, pid, "raised", n=position)
+            result = await svc.host.announce(room, pid, "raised", n=position, target=target)
         elif command.name == "lower":
             lowered = await svc.queue.lower_hand(room, pid, by="keypad")
             log.info("room %s: %s pressed %s in the conference (%s)", room, pid, command.keys,
                      "hand lowered" if lowered else "no hand was raised")
-            result = await svc.host.announce(room, pid, "lowered" if lowered else "not_raised")
+            result = await svc.host.announce(room, pid, "lowered" if lowered else "not_raised",
+                                             target=target)
         elif command.name == "reply":
-            result = await svc.host.announce(room, pid, *await _reply(svc, room, pid, command.keys))
+            result = await svc.host.announce(room, pid, *await _reply(svc, room, pid, command.keys),
+                                             target=target)
         elif command.name == "where":
             log.info("room %s: %s asked where their hand is (%s)", room, pid, command.keys)
             result = await svc.host.tell_where(room, pid)
@@ -558,7 +565,7 @@ class MediaStream:
             result = await svc.host.tell_help(room, pid)
         elif command.name == HOST_ONLY:
             log.info("room %s: %s pressed the host's %s; nothing done", room, pid, command.keys)
-            result = await svc.host.announce(room, pid, HOST_ONLY)
+            result = await svc.host.announce(room, pid, HOST_ONLY, target=target)
         elif command.name in ("accept", "decline"):
             accept = command.name == "accept"
             log.info("room %s: %s pressed %s to %s the invitation to speak", room, pid,

@@ -37,7 +37,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from ..queue import Participant, _participant
+from ..errors import NotFound
+from ..queue import Participant, Queue, _participant
 from ..rooms import Room
 from ..store import Redis, eval_script, key
 
@@ -134,15 +135,16 @@ async def last_gather(redis: Redis, room: str, pid: str) -> tuple[float, str] | 
     return _gather_mark(await redis.get(gathered_key(room, pid)))
 
 
-async def press_context(redis: Redis, room: str, pid: str, prompting: str
-                        ) -> tuple[bool, tuple[float, str] | None]:
+async def press_context(queue: Queue, room: str, pid: str, prompting: str
+                        ) -> tuple[bool, tuple[float, str] | None,
+                                   tuple[Room, Participant] | NotFound]:
     """For a key heard in ``pid``'s stream, in one round trip: whether the key ``prompting``
-    (a host prompt under way) exists, and :func:`last_gather`."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.exists(prompting)
-        pipe.get(gathered_key(room, pid))
-        exists, raw = await pipe.execute()
-    return bool(exists), _gather_mark(raw)
+    (a host prompt under way) exists, :func:`last_gather`, and the room and participant
+    the key's action (and its announcement) will need, or why they are not there."""
+    target, (exists, raw) = await queue.room_and_participant_with(
+        room, pid, lambda pipe: pipe.exists(prompting),
+        lambda pipe: pipe.get(gathered_key(room, pid)))
+    return bool(exists), _gather_mark(raw), target
 
 
 def _gather_mark(raw: str | None) -> tuple[float, str] | None:
