@@ -360,14 +360,15 @@ class MediaStream:
 
     def outcome(self, commands: list[KeyCommand], first: bool) -> None:
         """Detected in a tick: commands to run, and whether the first tone was heard."""
+        for command in commands:  # first: the self-test record must not delay a raise
+            self._submit(partial(self._command, command))
         if first:
             self._tones_seen()
-        for command in commands:
-            self._submit(partial(self._command, command))
 
-    def _tones_seen(self) -> None:
+    def _tones_seen(self, *, record: bool = True) -> None:
         log.info("media stream (%s): keypad tones seen in the stream", self.label)
-        self._submit(self._record)
+        if record:
+            self._submit(self._record)  # the self-test: tones reach us
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -448,7 +449,7 @@ class MediaStream:
             commands, first = self.hub.leave(self.slot)
             self.slot = None
             if first:
-                self._tones_seen()
+                self._tones_seen(record=False)  # the stopped record below says so too
             log.info("media stream (%s): stopped after %d frames (%d skipped, %d dropped), "
                      "%d keys; keypad tones seen in stream: %s", self.label, listener.frames,
                      self.reader.skipped, listener.dropped, listener.digits,
