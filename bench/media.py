@@ -8,7 +8,9 @@
    (picows on uvloop). Every stream sends one 160-byte frame every 20 ms, the streams'
    phases spread over the tick, as Twilio does; comfort noise with, at random moments
    (about one press per stream every ``--press-every`` seconds), a human ``*1``. The bench
-   watches Redis for each raised hand (10 ms polls), lowers it again, and prints:
+   watches Redis for each raised hand (10 ms polls), lowers it again, and prints (the time
+   a hand rose is its score in the queue, the raise script's own Redis clock reading, so
+   neither the poll interval nor this process's scheduling is counted):
 
    * server CPU (``/proc/<pid>/stat`` of the serve process tree) over the measured window,
      as % of one core and µs per message;
@@ -214,12 +216,13 @@ async def _watch_hands(redis_url: str, rooms: dict[str, list[str]], until: float
         while time.time() < until:
             async with redis.pipeline(transaction=False) as pipe:
                 for room in rooms:
-                    pipe.zrange(key(room, "hands"), 0, -1)
+                    pipe.zrange(key(room, "hands"), 0, -1, withscores=True)
                 raised = await pipe.execute()
-            now = time.time()
-            for room, pids in zip(rooms, raised, strict=True):
-                for pid in pids:
-                    seen.append((pid, now))
+            for room, hands in zip(rooms, raised, strict=True):
+                for pid, score in hands:
+                    # The score is the raise's own time (µs, Redis's clock, this machine's
+                    # wall clock): when the hand rose, not when this poll noticed it.
+                    seen.append((pid, score / 1e6))
                     await queue.lower_hand(room, pid, by="host")
             await asyncio.sleep(0.01)
     finally:
