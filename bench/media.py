@@ -69,6 +69,7 @@ from twilio.request_validator import RequestValidator
 from handraise.config import DEFAULT_MEDIA_READ_BATCH
 from handraise.dsp import synth
 from handraise.phone.control import set_conference
+from handraise.phone.fastmedia import read_batch
 from handraise.phone.frames import StreamReader
 from handraise.phone.keypad import KeypadBank, KeypadListener
 from handraise.phone.streams import note_gather
@@ -322,7 +323,10 @@ def bench_node(streams: int, seconds: float, press_every: float) -> dict[str, fl
 
 
 def bench_served(streams: int, seconds: float, workers: int, press_every: float) -> dict[str, float]:
-    batch = int(os.environ.get("HANDRAISE_MEDIA_READ_BATCH", DEFAULT_MEDIA_READ_BATCH))
+    setting = os.environ.get("HANDRAISE_MEDIA_READ_BATCH", "auto").strip().lower()
+    batch = read_batch(DEFAULT_MEDIA_READ_BATCH if setting == "auto" else int(setting),
+                       streams // workers)  # the kernel spreads them about evenly
+    batch_label = f"{batch} (auto)" if setting == "auto" else str(batch)
     with tempfile.TemporaryDirectory() as tmp, scratch_redis(Path(tmp)) as redis_url:
         port = free_port()
         rooms, plan = asyncio.run(_setup(redis_url, streams))
@@ -400,7 +404,7 @@ def bench_served(streams: int, seconds: float, workers: int, press_every: float)
     msgs = streams / FRAME_S * m["wall"]
     lat = np.array(latencies) if latencies else np.array([float("nan")])
     lat0 = np.array(from_start) if from_start else np.array([float("nan")])
-    print(f"served, {streams:>4} streams, --workers {workers}, read batch {batch}"
+    print(f"served, {streams:>4} streams, --workers {workers}, read batch {batch_label}"
           f"{' (serve pinned to core 0)' if workers == 1 else ' (unpinned)'}, "
           f"{seconds:.0f} s window:")
     print(f"  server CPU {m['cpu'] / m['wall'] * 100:5.1f} % of a core, "

@@ -15,8 +15,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
-DEFAULT_MEDIA_READ_BATCH = 4
-"""Detection ticks between reads of the media sockets (bench/media.py decided it: README)."""
+DEFAULT_MEDIA_READ_BATCH = 0
+"""Detection ticks between reads of the media sockets; 0 is "auto": 4, and 3 for a process
+holding 500 streams or more (:func:`handraise.phone.fastmedia.read_batch`; bench/media.py
+decided it: README)."""
 
 
 class ConfigError(Exception):
@@ -167,8 +169,10 @@ class Settings:
             raise ConfigError(
                 f"HANDRAISE_METRICS is {metrics_access!r}: it should hold {_WHAT['HANDRAISE_METRICS']}."
             )
-        batch_raw = get("HANDRAISE_MEDIA_READ_BATCH") or str(DEFAULT_MEDIA_READ_BATCH)
-        if not batch_raw.isdigit() or not 1 <= int(batch_raw) <= 5:
+        batch_raw = (get("HANDRAISE_MEDIA_READ_BATCH") or "auto").strip().lower()
+        if batch_raw == "auto":
+            batch_raw = str(DEFAULT_MEDIA_READ_BATCH)
+        elif not batch_raw.isdigit() or not 1 <= int(batch_raw) <= 5:
             raise ConfigError(f"HANDRAISE_MEDIA_READ_BATCH is {batch_raw!r}: it should hold "
                               f"{_WHAT['HANDRAISE_MEDIA_READ_BATCH']}.")
         return cls(
@@ -215,8 +219,9 @@ def _check_http_url(name: str, value: str) -> str:
 
 
 _WHAT = {
-    "HANDRAISE_MEDIA_READ_BATCH": "a whole number from 1 to 5: every how many 20 ms detection "
-    "ticks handraise serve reads the media streams' sockets (more: less CPU, up to 20 ms more "
+    "HANDRAISE_MEDIA_READ_BATCH": "auto (the default: 4, and 3 in a process holding 500 "
+    "streams or more) or a whole number from 1 to 5: every how many 20 ms detection ticks "
+    "handraise serve reads the media streams' sockets (more: less CPU, up to 20 ms more "
     "latency each)",
     "HANDRAISE_METRICS": "local (GET /metrics from this machine only, not through a proxy), "
     "host (a signed-in host or an API token) or off",

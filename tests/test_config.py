@@ -7,6 +7,7 @@ import re
 import pytest
 
 from handraise.config import ConfigError, Settings
+from handraise.phone.fastmedia import read_batch
 
 GOOD = {
     "HANDRAISE_PUBLIC_URL": "https://hands.example.org/",
@@ -27,6 +28,15 @@ def test_good_settings_are_read() -> None:
     assert Settings.from_env({**GOOD, "HANDRAISE_TWILIO_TIMEOUT": "2.5"}).twilio_timeout_s == 2.5
     for url in ("redis+cluster://10.0.0.5:7000", "rediss+cluster://:pw@redis.example.org:7000/0"):
         assert Settings.from_env({**GOOD, "HANDRAISE_REDIS_URL": url}).redis_url == url
+
+
+def test_the_media_read_batch_is_auto_unless_set() -> None:
+    for env, batch, streams in (({}, 4, 1), ({}, 4, 499), ({}, 3, 500), ({}, 3, 1000),
+                                ({"HANDRAISE_MEDIA_READ_BATCH": "Auto"}, 3, 2000),
+                                ({"HANDRAISE_MEDIA_READ_BATCH": "5"}, 5, 1000),
+                                ({"HANDRAISE_MEDIA_READ_BATCH": "1"}, 1, 10)):
+        setting = Settings.from_env({**GOOD, **env}).media_read_batch
+        assert read_batch(setting, streams) == batch, (env, streams)
 
 
 def test_secrets_never_appear_in_repr() -> None:
@@ -53,6 +63,9 @@ def test_secrets_never_appear_in_repr() -> None:
         ("HANDRAISE_RECONCILE_INTERVAL", "9999"),
         ("HANDRAISE_TWILIO_TIMEOUT", "0"),
         ("HANDRAISE_TWILIO_TIMEOUT", "soon"),
+        ("HANDRAISE_MEDIA_READ_BATCH", "0"),
+        ("HANDRAISE_MEDIA_READ_BATCH", "6"),
+        ("HANDRAISE_MEDIA_READ_BATCH", "often"),
     ],
 )
 def test_a_malformed_setting_stops_with_one_sentence_naming_it(name: str, value: str) -> None:

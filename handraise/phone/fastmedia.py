@@ -15,16 +15,16 @@ the rules of :mod:`.security` (403 when it does not validate), a request that is
 WebSocket upgrade gets 400 (426 for another protocol version), a head over
 :data:`MAX_HEAD_BYTES` 431; each refusal is followed by a lingering close, so that a reset
 does not destroy it (:meth:`_Server._answer_and_close`). From then on the socket
-belongs to one :class:`~handraise.phone._wsread.Reader` per process (``_wsread.c``): at
-every detection tick (every :data:`~.media.TICK_S`, or every N ticks with
-``HANDRAISE_MEDIA_READ_BATCH=N``) it reads every socket that has bytes, takes the
-WebSocket frames out (masking, fragments, ping, close, protocol errors), decodes the
-payloads of the usual media messages of each stream straight into that stream's audio,
-and returns everything else (``start``, ``stop``, ``mark``, anything unusual or malformed)
-whole. Each stream's protocol logic is :class:`~.media.MediaStream`, as for the Quart
-route. The server writes only close frames (1000 after ``stop``, 1008 refused, 1001 at
-shutdown, 1002 for a protocol error), then waits up to :data:`CLOSE_WAIT_S` for the
-peer's close before it closes the socket.
+belongs to one :class:`~handraise.phone._wsread.Reader` per process (``_wsread.c``): every
+N detection ticks of :data:`~.media.TICK_S` (N by ``HANDRAISE_MEDIA_READ_BATCH``,
+:func:`read_batch`) it reads every socket that has bytes, takes the WebSocket frames out
+(masking, fragments, ping, close, protocol errors), decodes the payloads of the usual
+media messages of each stream straight into that stream's audio, and returns everything
+else (``start``, ``stop``, ``mark``, anything unusual or malformed) whole. Each stream's
+protocol logic is :class:`~.media.MediaStream`, as for the Quart route. The server writes
+only close frames (1000 after ``stop``, 1008 refused, 1001 at shutdown, 1002 for a
+protocol error), then waits up to :data:`CLOSE_WAIT_S` for the peer's close before it
+closes the socket.
 
 Why this design (measured on this machine, one server core, the load generator on the
 other; each stream paced at one 320-byte text message per 20 ms):
@@ -61,9 +61,23 @@ batch  serve CPU   p99
 1      77 %        -21 ms (answered before the key is let go)
 2      48-52 %     -3 to -6 ms
 3      39-53 %     16-29 ms
-4      34-48 %     39-55 ms (the default)
+4      34-48 %     39-55 ms
 5      39 %        69 ms
 =====  ==========  =========
+
+That was before each raise made its private announcement (a REST call, then the
+AnnounceUrl fetch served here) and its next-in-line check. With them, 2026-12-03, same
+bench and load, hands timed by their queue score:
+
+=============  =========================  ==============================
+streams        batch 4                    batch 3
+=============  =========================  ==============================
+250            8.9-9.9 % CPU, p99 41-42   11.0 %, p99 15 ms
+1000           27-30 %, p99 86-138 ms     27-30 %, p99 66-85 ms
+=============  =========================  ==============================
+
+Hence the default, "auto" (:func:`read_batch`): 4, and 3 in a process holding
+:data:`AUTO_BATCH_STREAMS` streams or more.
 
 ``--workers N`` runs N such processes, each with its own ``SO_REUSEPORT`` socket on the
 same port (the kernel spreads connections); every process reads every room's events from
@@ -258,6 +272,24 @@ class _Conn:
         self.sock.close()
 
 
+#: With ``HANDRAISE_MEDIA_READ_BATCH=auto`` (the default): the batch below, and from how
+#: many open streams of the process on the shorter one (:func:`read_batch`).
+AUTO_BATCH_QUIET, AUTO_BATCH_BUSY, AUTO_BATCH_STREAMS = 4, 3, 500
+
+
+def read_batch(setting: int, streams: int) -> int:
+    """Ticks between two reads of the media sockets: ``setting`` (1-5), or for 0 ("auto")
+    :data:`AUTO_BATCH_QUIET`, and :data:`AUTO_BATCH_BUSY` once the process holds
+    :data:`AUTO_BATCH_STREAMS` streams. A busy process takes longer over each read and each
+    press, and every tick of the batch adds up to 20 ms to a key's answer: at 1000 streams
+    the shorter batch brought key release -> hand p99 from 86-138 ms to 66-85 ms for no
+    CPU that the bench could tell apart (27-30 % of the core either way), while at 250 it
+    would cost 10-15 % more CPU to gain latency that was 42 ms already (the table above)."""
+    if setting:
+        return setting
+    return AUTO_BATCH_BUSY if streams >= AUTO_BATCH_STREAMS else AUTO_BATCH_QUIET
+
+
 class MediaSockets:
     """The media sockets of one process, read together at the :class:`MediaHub`'s tick
     (the hub's :class:`~.media.MediaSource`)."""
@@ -268,11 +300,12 @@ class MediaSockets:
         self.loop = asyncio.get_running_loop()
         self.svc = phone(app)
         self.hub = hub
-        self.batch = max(1, batch)
+        #: ``HANDRAISE_MEDIA_READ_BATCH``; 0 is "auto" (:func:`read_batch`).
+        self.batch = max(0, batch)
         self.reader = Reader(MAX_MESSAGE_BYTES)
         self.conns: dict[int, _Conn] = {}
         self.closing: set[_Conn] = set()
-        self._ticks = 0
+        self._since_read = 0
         hub.source = self
 
     def add(self, sock: socket.socket) -> None:
@@ -287,9 +320,10 @@ class MediaSockets:
         return bool(self.conns)
 
     def poll(self) -> None:
-        """At each tick: read the sockets every ``batch`` ticks."""
-        self._ticks += 1
-        if self._ticks % self.batch == 0:
+        """At each tick: read the sockets every :func:`read_batch` ticks."""
+        self._since_read += 1
+        if self._since_read >= read_batch(self.batch, len(self.conns)):
+            self._since_read = 0
             self.read()
 
     def read(self) -> None:

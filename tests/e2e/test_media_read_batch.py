@@ -17,7 +17,7 @@ from handraise.rooms import create_room
 pytestmark = [pytest.mark.filterwarnings("ignore:.*(BasicAuth|auth' parameter).*:DeprecationWarning")]
 
 
-@pytest.mark.parametrize("batch", [1, DEFAULT_MEDIA_READ_BATCH, 5])
+@pytest.mark.parametrize("batch", [1, DEFAULT_MEDIA_READ_BATCH, 3, 5])  # 0: auto
 async def test_keys_are_heard_and_the_end_of_the_stream_is_seen_with_batched_reads(
         redis_server: str, batch: int) -> None:
     # The emulator streams in real time: one 20 ms frame every 20 ms, as Twilio does.
