@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,17 @@ class Served:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def serving(redis_url: str, log_path: Path) -> Iterator[Served]:
+    """A started :class:`Served`; at the end it must stop cleanly on SIGTERM (exit code 0)."""
+    served = Served(redis_url, log_path)
+    served.start()
+    try:
+        yield served
+    finally:
+        assert served.terminate() == 0, served.log()[-3000:]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from phonekit import AUTH_TOKEN, until
-from servekit import Served
+from servekit import Served, serving
 from twilio.request_validator import RequestValidator
 
 pytestmark = [pytest.mark.slow]
@@ -25,12 +25,8 @@ TO_THE_APP = b"X-Twice: 1\r\nX-Twice: 2\r\n"
 
 @pytest.fixture(scope="module")
 def server(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = Served(redis_server, tmp_path_factory.mktemp("announce") / "serve.log")
-    served.start()
-    try:
+    with serving(redis_server, tmp_path_factory.mktemp("announce") / "serve.log") as served:
         yield served
-    finally:
-        assert served.terminate() == 0, served.log()[-3000:]
 
 
 def fetch(server: Served, query: str, params: dict[str, str] | None = None, *,

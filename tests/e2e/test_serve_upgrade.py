@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from phonekit import AUTH_TOKEN, until
-from servekit import Served
+from servekit import Served, serving
 from twilio.request_validator import RequestValidator
 
 from handraise.phone.fastmedia import FIRST_LINE_TIMEOUT_S, MAX_HEAD_BYTES
@@ -28,12 +28,8 @@ ACCEPT = base64.b64encode(hashlib.sha1(KEY.encode() + b"258EAFA5-E914-47DA-95CA-
 
 @pytest.fixture(scope="module")
 def server(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = Served(redis_server, tmp_path_factory.mktemp("upgrade") / "serve.log")
-    served.start()
-    try:
+    with serving(redis_server, tmp_path_factory.mktemp("upgrade") / "serve.log") as served:
         yield served
-    finally:
-        assert served.terminate() == 0, served.log()[-3000:]
 
 
 def upgrade_head(server: Served) -> bytes:
