@@ -467,8 +467,6 @@ local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
 last = #last > 0 and last[1][1] or '0-0'
 """
 
-_FIRST = _HEAD + _READ_FIRST + "return {first, last}\n"
-
 _HEAD_CHANGE = _HEAD + _READ_FIRST + """
 -- ARGV 4: ttl of the marker (KEYS[10]: head, ms, seq of the read it was recorded at).
 -- Returns {first, outcome}: -1 a stale read (older than the one recorded), 0 the same
@@ -563,7 +561,7 @@ class Queue:
                 "join": _JOIN, "leave": _LEAVE, "update": _UPDATE, "raise": _RAISE,
                 "reply": _REPLY, "lower": _LOWER, "lower_all": _LOWER_ALL,
                 "undo_lower_all": _UNDO_LOWER_ALL, "call_on": _CALL_ON, "done": _DONE,
-                "line": _LINE, "first": _FIRST, "head_change": _HEAD_CHANGE,
+                "line": _LINE, "head_change": _HEAD_CHANGE,
                 "new_meeting": _NEW_MEETING,
                 "snapshot": _SNAPSHOT, "view": _VIEW,
             }.items()
@@ -771,12 +769,6 @@ class Queue:
         """Who would be called on next ("Call on next"), None if no hand is up."""
         line = await self.line(room)
         return line[0] if line else None
-
-    async def head(self, room: str) -> tuple[str | None, str]:
-        """(who is first in line or None, the id of the last event), read together: the
-        head of a :meth:`snapshot` without reading every participant."""
-        first, last_id = await self._run("first", room, "")
-        return str(first) or None, str(last_id)
 
     async def head_change(self, room: str, marker: str, ttl_s: int) -> tuple[str | None, HeadChange]:
         """(who is first in line or None, how that compares with the head last recorded

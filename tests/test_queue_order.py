@@ -439,10 +439,12 @@ async def _run_against_model(redis_url: str, fair: bool, ops: list[tuple[str, st
             assert [(h.participant, h.kind) for h in state.queue] == model.kinds(), where
             assert [h.position for h in state.queue] == list(range(1, len(state.queue) + 1))
             assert state.speaker == model.speaker, where
-            # The head alone (what the next-up watcher reads) agrees with the whole snapshot.
-            head = await q.head(room)
-            assert head == (state.queue[0].participant if state.queue else None,
-                            state.last_event_id), where
+            # The head alone (what the next-up watcher reads, and the id of the read it
+            # records) agrees with the whole snapshot.
+            head, _ = await q.head_change(room, key(room, "test-head"), 60)
+            marked = await redis.hgetall(key(room, "test-head"))
+            assert (head, f"{marked['ms']}-{marked['seq']}") == (
+                state.queue[0].participant if state.queue else None, state.last_event_id), where
             # So does each caller's own part of it (what their page reads).
             for person in PEOPLE:
                 view = await q.view(room, person)
