@@ -457,7 +457,7 @@ for _, e in ipairs(ordered()) do table.insert(pids, e.pid) end
 return pids
 """
 
-_READ_FIRST = """
+_HEAD_CHANGE = _HEAD + """
 -- The first hand in line ('' if none) and the id of the last event, in one atomic step.
 local first
 if by_raise_time() then first = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
@@ -465,9 +465,6 @@ else first = (ordered()[1] or {}).pid end
 first = first or ''
 local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
 last = #last > 0 and last[1][1] or '0-0'
-"""
-
-_HEAD_CHANGE = _HEAD + _READ_FIRST + """
 -- ARGV 4: ttl of the marker (KEYS[10]: head, ms, seq of the read it was recorded at).
 -- Returns {first, outcome}: -1 a stale read (older than the one recorded), 0 the same
 -- head, 1 a head after an empty queue, 2 a different head, 3 the first look, 4 a new
