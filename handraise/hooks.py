@@ -782,7 +782,16 @@ class _RoomRunner:
             for task in late:  # stuck in a Redis call past its timeouts: last resort
                 task.cancel()
         with contextlib.suppress(*REDIS_ERRORS):
+            await self._drop_orphan_lanes()
             await self.w._scripts["release"](keys=[_lease_key(self.room)], args=[self.w.token])
+
+    async def _drop_orphan_lanes(self) -> None:
+        """Drop the lanes of hooks removed meanwhile. A fan-out in flight can re-add a lane
+        just after :func:`remove_hook` dropped it; a running lane drops it again, but once
+        this runner stops (the last hook went) nobody would."""
+        for hook_id in await self.redis.smembers(_lanes_key(self.room)):
+            if await get_hook(self.redis, hook_id) is None:
+                await _drop_lane(self.redis, self.room, hook_id)
 
     async def _pause(self, seconds: float) -> None:
         """A retry timer (on the worker's clock) that ends early when the room stops here."""
@@ -895,6 +904,7 @@ class _RoomRunner:
                             await unless_stopped(self.stopping, asyncio.wait_for(wake.wait(), 5.0))
                         except TimeoutError:  # nothing for a while: is the hook still there?
                             if await get_hook(self.redis, hook_id) is None:
+                                await _drop_lane(self.redis, self.room, hook_id)  # a late re-add
                                 break
                     continue
                 hook = await get_hook(self.redis, hook_id)
